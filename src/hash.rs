@@ -1,0 +1,183 @@
+//! Content hashes and the newtypes that give them meaning.
+//!
+//! Every key in bake is a blake3 digest; the newtypes keep an eval key from being
+//! used where a build key or an output hash is meant.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A raw 32-byte blake3 digest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    pub fn of(bytes: &[u8]) -> Self {
+        Digest(*blake3::hash(bytes).as_bytes())
+    }
+
+    pub fn to_hex(&self) -> String {
+        blake3::Hash::from(self.0).to_hex().to_string()
+    }
+}
+
+impl From<blake3::Hash> for Digest {
+    fn from(h: blake3::Hash) -> Self {
+        Digest(*h.as_bytes())
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", &self.to_hex()[..12])
+    }
+}
+
+impl FromStr for Digest {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        blake3::Hash::from_hex(s)
+            .map(Digest::from)
+            .map_err(|e| format!("not a blake3 hex digest: {e}"))
+    }
+}
+
+macro_rules! digest_newtype {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+        pub struct $name(pub Digest);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                s.parse().map($name)
+            }
+        }
+    };
+}
+
+digest_newtype!(
+    /// What `bake eval` prints: known before anything is built.
+    EvalKey
+);
+digest_newtype!(
+    /// The store's index: like the eval key, but over the inputs' output hashes.
+    BuildKey
+);
+digest_newtype!(
+    /// blake3 over the canonical serialisation of an output tree.
+    OutputHash
+);
+
+/// The digest algorithms a `source` may declare (`sha256:`, `sha512:`, `blake3:`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub enum HashAlgo {
+    Sha256,
+    Sha512,
+    Blake3,
+}
+
+impl HashAlgo {
+    pub fn name(self) -> &'static str {
+        match self {
+            HashAlgo::Sha256 => "sha256",
+            HashAlgo::Sha512 => "sha512",
+            HashAlgo::Blake3 => "blake3",
+        }
+    }
+
+    /// Length of the digest in hex characters.
+    pub fn hex_len(self) -> usize {
+        match self {
+            HashAlgo::Sha256 | HashAlgo::Blake3 => 64,
+            HashAlgo::Sha512 => 128,
+        }
+    }
+}
+
+/// A source's declared identity, e.g. `sha256:6afd...`: the hex is lowercase and of
+/// the algorithm's length.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct SourceHash {
+    pub algo: HashAlgo,
+    pub hex: String,
+}
+
+impl fmt::Display for SourceHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.algo.name(), self.hex)
+    }
+}
+
+impl FromStr for SourceHash {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (algo, hex) = s
+            .split_once(':')
+            .ok_or_else(|| "expected ALGO:HEX, e.g. sha256:6afd...".to_string())?;
+        let algo = match algo {
+            "sha256" => HashAlgo::Sha256,
+            "sha512" => HashAlgo::Sha512,
+            "blake3" => HashAlgo::Blake3,
+            other => {
+                return Err(format!(
+                    "unknown hash algorithm `{other}`; use sha256, sha512 or blake3"
+                ))
+            }
+        };
+        if hex.len() != algo.hex_len() {
+            return Err(format!(
+                "a {} digest has {} hex digits, this one has {}",
+                algo.name(),
+                algo.hex_len(),
+                hex.len()
+            ));
+        }
+        if let Some(c) = hex.chars().find(|c| !c.is_ascii_hexdigit()) {
+            return Err(format!("`{c}` is not a hex digit"));
+        }
+        Ok(SourceHash {
+            algo,
+            hex: hex.to_ascii_lowercase(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_hash_round_trips_and_rejects_bad_input() {
+        let h: SourceHash = "sha256:6AFD95DDB7D3E0D3B8B8E5B3A489144131B61A01B06D29E883D0C44ACC8A36BF"
+            .parse()
+            .unwrap();
+        assert_eq!(h.algo, HashAlgo::Sha256);
+        assert_eq!(
+            h.to_string(),
+            "sha256:6afd95ddb7d3e0d3b8b8e5b3a489144131b61a01b06d29e883d0c44acc8a36bf"
+        );
+        assert!("md5:abc".parse::<SourceHash>().is_err());
+        assert!("sha256:abc".parse::<SourceHash>().is_err());
+        assert!("sha256".parse::<SourceHash>().is_err());
+        assert!(format!("sha256:{}", "g".repeat(64)).parse::<SourceHash>().is_err());
+    }
+
+    #[test]
+    fn digest_hex_round_trips() {
+        let d = Digest::of(b"bake");
+        assert_eq!(d.to_hex().parse::<Digest>().unwrap(), d);
+    }
+}

@@ -1,0 +1,8 @@
+//! bake: declarative KDL recipes evaluated into a content-addressed build graph.
+//!
+//! The pipeline, one module per stage: `recipe` (parse and model) -> `eval`
+//! (imports, matrix expansion, keys) -> `graph` (the DAG) -> plan / schedule /
+//! exec against the `store`.
+
+pub mod hash;
+pub mod cli;
