@@ -161,9 +161,10 @@ mod tests {
 
     #[test]
     fn source_hash_round_trips_and_rejects_bad_input() {
-        let h: SourceHash = "sha256:6AFD95DDB7D3E0D3B8B8E5B3A489144131B61A01B06D29E883D0C44ACC8A36BF"
-            .parse()
-            .unwrap();
+        let h: SourceHash =
+            "sha256:6AFD95DDB7D3E0D3B8B8E5B3A489144131B61A01B06D29E883D0C44ACC8A36BF"
+                .parse()
+                .unwrap();
         assert_eq!(h.algo, HashAlgo::Sha256);
         assert_eq!(
             h.to_string(),
@@ -172,7 +173,9 @@ mod tests {
         assert!("md5:abc".parse::<SourceHash>().is_err());
         assert!("sha256:abc".parse::<SourceHash>().is_err());
         assert!("sha256".parse::<SourceHash>().is_err());
-        assert!(format!("sha256:{}", "g".repeat(64)).parse::<SourceHash>().is_err());
+        assert!(format!("sha256:{}", "g".repeat(64))
+            .parse::<SourceHash>()
+            .is_err());
     }
 
     #[test]

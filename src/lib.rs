@@ -4,5 +4,9 @@
 //! (imports, matrix expansion, keys) -> `graph` (the DAG) -> plan / schedule /
 //! exec against the `store`.
 
-pub mod hash;
 pub mod cli;
+pub mod eval;
+pub mod fingerprint;
+pub mod graph;
+pub mod hash;
+pub mod recipe;

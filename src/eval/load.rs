@@ -1,0 +1,121 @@
+//! Loading a recipe and its imports: each file once, import cycles refused.
+
+use std::path::{Path, PathBuf};
+
+use crate::recipe::{self, Axis, Files, Loc, Node, RecipeError, Spanned};
+
+/// Every declaration reachable from the top recipe, imports first.
+pub struct Loaded {
+    pub axes: Vec<Axis>,
+    pub nodes: Vec<Node>,
+}
+
+/// Loads `path` and everything it imports into `files`.
+pub fn load(path: &Path, files: &mut Files) -> Result<Loaded, RecipeError> {
+    let mut loaded = Loaded {
+        axes: Vec::new(),
+        nodes: Vec::new(),
+    };
+    let canonical = path
+        .canonicalize()
+        .map_err(|e| RecipeError::new(format!("cannot read recipe `{}`: {e}", path.display())))?;
+    let mut stack = Vec::new();
+    load_file(
+        &canonical,
+        path.display().to_string(),
+        None,
+        files,
+        &mut stack,
+        &mut loaded,
+    )?;
+    Ok(loaded)
+}
+
+/// One file on the import chain: its path, and the import that led to it.
+struct Frame {
+    path: PathBuf,
+    via: Option<Loc>,
+}
+
+fn load_file(
+    path: &Path,
+    display: String,
+    via: Option<Loc>,
+    files: &mut Files,
+    stack: &mut Vec<Frame>,
+    loaded: &mut Loaded,
+) -> Result<(), RecipeError> {
+    if let Some(at) = stack.iter().position(|f| f.path == path) {
+        return Err(import_cycle(&stack[at..], via));
+    }
+    if files.find(path).is_some() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| RecipeError::new(format!("cannot read recipe `{display}`: {e}")))?;
+    let id = files.add(path.to_path_buf(), display, text);
+    let text = files.get(id).text.clone();
+    let recipe = recipe::parse(id, &text)?;
+    stack.push(Frame {
+        path: path.to_path_buf(),
+        via,
+    });
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    for import in &recipe.imports {
+        let (target, shown) = resolve_import(dir, import, files)?;
+        load_file(&target, shown, Some(import.loc), files, stack, loaded)?;
+    }
+    stack.pop();
+    loaded.axes.extend(recipe.axes);
+    loaded.nodes.extend(recipe.nodes);
+    Ok(())
+}
+
+fn resolve_import(
+    dir: &Path,
+    import: &Spanned<String>,
+    files: &Files,
+) -> Result<(PathBuf, String), RecipeError> {
+    let joined = dir.join(&import.value);
+    let target = joined.canonicalize().map_err(|e| {
+        RecipeError::at(
+            import.loc,
+            format!("import `{}` not found: {e}", import.value),
+            "cannot read this file",
+        )
+        .help(format!(
+            "imports are relative to the importing file's directory, {}",
+            dir.display()
+        ))
+    })?;
+    // Show imported files by a path relative to the importer's, as the user wrote it.
+    let importer = &files.get(import.loc.file).display;
+    let shown = match Path::new(importer).parent() {
+        Some(p) if !Path::new(&import.value).is_absolute() => p.join(&import.value),
+        _ => PathBuf::from(&import.value),
+    };
+    Ok((target, shown.display().to_string()))
+}
+
+fn import_cycle(chain: &[Frame], closing: Option<Loc>) -> RecipeError {
+    let names: Vec<String> = chain
+        .iter()
+        .map(|f| file_name(&f.path))
+        .chain(chain.first().map(|f| file_name(&f.path)))
+        .collect();
+    let mut err = RecipeError::new(format!("import cycle: {}", names.join(" -> ")));
+    if let Some(loc) = closing {
+        err = err.label(loc, format!("imports {}, closing the cycle", names[0]));
+    }
+    for (i, loc) in chain.iter().skip(1).filter_map(|f| f.via).enumerate() {
+        err = err.label(loc, format!("imports {}", names[i + 1]));
+    }
+    err.help("remove one of these imports")
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}

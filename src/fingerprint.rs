@@ -1,0 +1,217 @@
+//! Content fingerprints of local files (toolchains, files kept in the repository),
+//! cached by path, size, mtime, ctime and inode as git's index does, so an
+//! unchanged 150 MB compiler is not rehashed on every run.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::hash::Digest;
+
+/// Version tag of the fingerprint encoding; change it when the encoding changes.
+const VERSION: &str = "bake-fingerprint-v1";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Stat {
+    fn of(m: &fs::Metadata) -> Stat {
+        Stat {
+            ino: m.ino(),
+            size: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        }
+    }
+}
+
+/// File hashes remembered by stat, optionally persisted in a file.
+#[derive(Default)]
+pub struct StatCache {
+    entries: HashMap<PathBuf, (Stat, Digest)>,
+    file: Option<PathBuf>,
+    dirty: bool,
+}
+
+impl StatCache {
+    /// Loads the cache kept at `file`; a missing or unreadable one starts empty.
+    pub fn load(file: PathBuf) -> StatCache {
+        let mut entries = HashMap::new();
+        if let Ok(text) = fs::read_to_string(&file) {
+            for line in text.lines() {
+                if let Some((path, entry)) = parse_line(line) {
+                    entries.insert(path, entry);
+                }
+            }
+        }
+        StatCache {
+            entries,
+            file: Some(file),
+            dirty: false,
+        }
+    }
+
+    /// Writes the cache back if it changed. Failing to is harmless (the next run
+    /// rehashes), so errors are returned for the caller to ignore or report.
+    pub fn save(&mut self) -> io::Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        if !self.dirty {
+            return Ok(());
+        }
+        if let Some(dir) = file.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let tmp = file.with_extension(format!("tmp.{}", std::process::id()));
+        let mut out = io::BufWriter::new(fs::File::create(&tmp)?);
+        for (path, (s, d)) in &self.entries {
+            writeln!(
+                out,
+                "{} {} {} {} {} {}",
+                s.ino,
+                s.size,
+                s.mtime_ns,
+                s.ctime_ns,
+                d,
+                path.display()
+            )?;
+        }
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        fs::rename(&tmp, file)?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    fn file_digest(&mut self, path: &Path, meta: &fs::Metadata) -> io::Result<Digest> {
+        let stat = Stat::of(meta);
+        if let Some((s, d)) = self.entries.get(path) {
+            if *s == stat {
+                return Ok(*d);
+            }
+        }
+        let mut h = blake3::Hasher::new();
+        h.update_mmap(path)?;
+        let d = Digest::from(h.finalize());
+        self.entries.insert(path.to_path_buf(), (stat, d));
+        self.dirty = true;
+        Ok(d)
+    }
+}
+
+fn parse_line(line: &str) -> Option<(PathBuf, (Stat, Digest))> {
+    let mut it = line.splitn(6, ' ');
+    let stat = Stat {
+        ino: it.next()?.parse().ok()?,
+        size: it.next()?.parse().ok()?,
+        mtime_ns: it.next()?.parse().ok()?,
+        ctime_ns: it.next()?.parse().ok()?,
+    };
+    let digest = it.next()?.parse().ok()?;
+    Some((PathBuf::from(it.next()?), (stat, digest)))
+}
+
+/// The result of fingerprinting: a digest over every path, and the paths that do
+/// not exist (a missing toolchain still evaluates; building with it fails).
+pub struct Fingerprint {
+    pub digest: Digest,
+    pub missing: Vec<PathBuf>,
+}
+
+/// Fingerprints `paths` (files or directories, followed recursively in name order):
+/// names relative to each root, types, exec bits, symlink targets and file bytes.
+pub fn fingerprint(paths: &[PathBuf], cache: &mut StatCache) -> io::Result<Fingerprint> {
+    let mut h = blake3::Hasher::new();
+    h.update(VERSION.as_bytes());
+    let mut missing = Vec::new();
+    for root in paths {
+        field(&mut h, root.as_os_str().as_encoded_bytes());
+        match fs::symlink_metadata(root) {
+            Ok(_) => walk(root, Path::new(""), &mut h, cache)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                h.update(b"missing");
+                missing.push(root.clone());
+            }
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", root.display()))),
+        }
+    }
+    Ok(Fingerprint {
+        digest: Digest::from(h.finalize()),
+        missing,
+    })
+}
+
+fn walk(path: &Path, rel: &Path, h: &mut blake3::Hasher, cache: &mut StatCache) -> io::Result<()> {
+    // Follow a symlink given as a root (`.venv/zig`), not ones met inside the tree.
+    let meta = if rel.as_os_str().is_empty() {
+        fs::metadata(path)
+    } else {
+        fs::symlink_metadata(path)
+    }
+    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    field(h, rel.as_os_str().as_encoded_bytes());
+    if meta.file_type().is_symlink() {
+        h.update(b"l");
+        field(h, fs::read_link(path)?.as_os_str().as_encoded_bytes());
+    } else if meta.is_dir() {
+        h.update(b"d");
+        let mut names: Vec<_> = fs::read_dir(path)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()?;
+        names.sort();
+        for name in names {
+            walk(&path.join(&name), &rel.join(&name), h, cache)?;
+        }
+    } else {
+        let exec = meta.permissions().mode() & 0o111 != 0;
+        h.update(if exec { b"x" } else { b"f" });
+        h.update(&cache.file_digest(path, &meta)?.0);
+    }
+    Ok(())
+}
+
+fn field(h: &mut blake3::Hasher, bytes: &[u8]) {
+    h.update(&(bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_digest_matches_fresh_and_sees_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("cc");
+        fs::write(&f, "one").unwrap();
+        let cache_file = dir.path().join("cache");
+        let mut cache = StatCache::load(cache_file.clone());
+        let first = fingerprint(&[dir.path().join("cc")], &mut cache)
+            .unwrap()
+            .digest;
+        cache.save().unwrap();
+        let mut reloaded = StatCache::load(cache_file);
+        assert_eq!(
+            fingerprint(std::slice::from_ref(&f), &mut reloaded)
+                .unwrap()
+                .digest,
+            first
+        );
+        fs::write(&f, "two").unwrap();
+        assert_ne!(
+            fingerprint(std::slice::from_ref(&f), &mut reloaded)
+                .unwrap()
+                .digest,
+            first
+        );
+        let gone = fingerprint(&[dir.path().join("nope")], &mut reloaded).unwrap();
+        assert_eq!(gone.missing.len(), 1);
+    }
+}

@@ -1,0 +1,13 @@
+//! Stage 1: recipe text -> typed model. Every mistake becomes a located [`RecipeError`].
+
+mod error;
+mod model;
+mod parse;
+mod source;
+mod template;
+
+pub use error::{did_you_mean, Location, RecipeError, Report};
+pub use model::*;
+pub use parse::parse;
+pub use source::{File, FileId, Files, Loc, Spanned};
+pub use template::{Segment, Template};

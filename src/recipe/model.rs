@@ -1,0 +1,190 @@
+//! The typed recipe: what a file declares, before imports and the matrix are applied.
+
+use std::fmt;
+
+use super::source::{Loc, Spanned};
+use super::template::Template;
+use crate::hash::SourceHash;
+
+/// The name of a `source`, `toolchain`, `build`, `sysext` or `release` node.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeName(pub String);
+
+impl fmt::Display for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Everything one recipe file declares.
+#[derive(Debug, Default)]
+pub struct RecipeFile {
+    pub imports: Vec<Spanned<String>>,
+    pub axes: Vec<Axis>,
+    pub nodes: Vec<Node>,
+}
+
+/// A matrix axis: `version "2.3.4" "2.3.3"`.
+#[derive(Debug)]
+pub struct Axis {
+    pub name: Spanned<String>,
+    pub values: Vec<Spanned<String>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Source,
+    Toolchain,
+    Build,
+    Sysext,
+    Release,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::Source,
+        Kind::Toolchain,
+        Kind::Build,
+        Kind::Sysext,
+        Kind::Release,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Source => "source",
+            Kind::Toolchain => "toolchain",
+            Kind::Build => "build",
+            Kind::Sysext => "sysext",
+            Kind::Release => "release",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A declared node.
+#[derive(Debug)]
+pub struct Node {
+    pub name: Spanned<NodeName>,
+    /// The whole node, for "defined here" labels.
+    pub loc: Loc,
+    pub body: Body,
+}
+
+impl Node {
+    pub fn kind(&self) -> Kind {
+        match self.body {
+            Body::Source(_) => Kind::Source,
+            Body::Toolchain(_) => Kind::Toolchain,
+            Body::Build(_) => Kind::Build,
+            Body::Sysext(_) => Kind::Sysext,
+            Body::Release(_) => Kind::Release,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Body {
+    Source(Source),
+    Toolchain(Toolchain),
+    Build(Build),
+    Sysext(Sysext),
+    Release(Release),
+}
+
+/// A value that applies only where the axes have the given values
+/// (`hash "sha256:..." version="2.3.4"`); no conditions means everywhere.
+#[derive(Clone, Debug)]
+pub struct Selected<T> {
+    pub value: Spanned<T>,
+    pub when: Vec<(Spanned<String>, Spanned<String>)>,
+}
+
+/// A reference to another node by name, where it was written.
+pub type Reference = Spanned<NodeName>;
+
+/// `NAME="value"` environment for a step.
+#[derive(Clone, Debug)]
+pub struct EnvVar {
+    pub name: Spanned<String>,
+    pub value: Template,
+}
+
+/// A fixed-output download: identified by its hash alone.
+#[derive(Debug)]
+pub struct Source {
+    pub urls: Vec<Template>,
+    pub hashes: Vec<Selected<SourceHash>>,
+    pub unpack: bool,
+}
+
+/// A C toolchain per target architecture.
+#[derive(Debug)]
+pub struct Toolchain {
+    pub description: Option<String>,
+    /// The GNU triple per axis value; exported to steps as `HOST`.
+    pub targets: Vec<Selected<String>>,
+    /// Directories, relative to the declaring file, put first on PATH.
+    pub paths: Vec<Spanned<String>>,
+    /// Files and directories, relative to the declaring file, whose bytes are the identity.
+    pub identity: Vec<Spanned<String>>,
+    pub env: Vec<EnvVar>,
+    /// A variable bake points at a persistent, writable directory in the store.
+    pub cache: Option<Spanned<String>>,
+    /// A shell command that prints the version.
+    pub version: Option<String>,
+    /// What to run or install when the toolchain is missing.
+    pub install: Option<String>,
+}
+
+/// A build step: a script run in a sandbox, writing `$out`.
+#[derive(Debug)]
+pub struct Build {
+    pub source: Option<Reference>,
+    pub toolchain: Option<Reference>,
+    pub inputs: Vec<Reference>,
+    pub env: Vec<EnvVar>,
+    pub script: Template,
+}
+
+/// The file system type of a sysext image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageFormat {
+    Squashfs,
+    Erofs,
+}
+
+impl ImageFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Squashfs => "squashfs",
+            ImageFormat::Erofs => "erofs",
+        }
+    }
+}
+
+/// A systemd-sysext image built from build outputs and files in the repository.
+#[derive(Debug)]
+pub struct Sysext {
+    pub inputs: Vec<Reference>,
+    /// Directories, relative to the declaring file, copied into the image tree.
+    pub files: Vec<Spanned<String>>,
+    pub version: Template,
+    pub arch: Template,
+    /// `ID=`: `_any`, or an OS id together with `sysext_level`.
+    pub os: Spanned<String>,
+    pub sysext_level: Option<Spanned<String>>,
+    pub reload_manager: bool,
+    pub format: ImageFormat,
+}
+
+/// A publishable directory gathering every instance of the named sysext images.
+#[derive(Debug)]
+pub struct Release {
+    pub sysexts: Vec<Reference>,
+    pub base_url: Option<Spanned<String>>,
+}
