@@ -125,14 +125,16 @@ pub struct Fingerprint {
     pub missing: Vec<PathBuf>,
 }
 
-/// Fingerprints `paths` (files or directories, followed recursively in name order):
+/// Fingerprints `roots` (files or directories, followed recursively in name order):
 /// names relative to each root, types, exec bits, symlink targets and file bytes.
-pub fn fingerprint(paths: &[PathBuf], cache: &mut StatCache) -> io::Result<Fingerprint> {
+/// Each root is named by its label (the path as the recipe wrote it), not by where
+/// the checkout happens to be, so the digest is the same on every machine.
+pub fn fingerprint(roots: &[(&str, PathBuf)], cache: &mut StatCache) -> io::Result<Fingerprint> {
     let mut h = blake3::Hasher::new();
     h.update(VERSION.as_bytes());
     let mut missing = Vec::new();
-    for root in paths {
-        field(&mut h, root.as_os_str().as_encoded_bytes());
+    for (label, root) in roots {
+        field(&mut h, label.as_bytes());
         match fs::symlink_metadata(root) {
             Ok(_) => walk(root, Path::new(""), &mut h, cache)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {

@@ -134,9 +134,8 @@ fn spec(
             unpack: s.unpack,
         }),
         Body::Toolchain(t) => {
-            let identity = local_paths(&dir, &t.identity);
-            let print =
-                fingerprint(&identity, cache).map_err(|e| fingerprint_error(&t.identity, e))?;
+            let print = fingerprint(&labelled(&dir, &t.identity), cache)
+                .map_err(|e| fingerprint_error(&t.identity, e))?;
             Spec::Toolchain(ToolchainSpec {
                 target: select(&t.targets, values, node, id, "target", "\"TRIPLE\"")?.clone(),
                 paths: local_paths(&dir, &t.paths),
@@ -153,8 +152,8 @@ fn spec(
             env: env(&b.env),
         }),
         Body::Sysext(s) => {
-            let paths = local_paths(&dir, &s.files);
-            let print = fingerprint(&paths, cache).map_err(|e| fingerprint_error(&s.files, e))?;
+            let print = fingerprint(&labelled(&dir, &s.files), cache)
+                .map_err(|e| fingerprint_error(&s.files, e))?;
             if let Some(missing) = print.missing.first() {
                 let at = s.files.iter().find(|f| dir.join(&f.value) == *missing);
                 let mut err =
@@ -165,7 +164,7 @@ fn spec(
                 return Err(err.help("`files` paths are relative to the recipe's directory"));
             }
             Spec::Sysext(SysextSpec {
-                files: paths,
+                files: local_paths(&dir, &s.files),
                 files_digest: print.digest,
                 version: s.version.render(values),
                 arch: s.arch.render(values),
@@ -183,6 +182,13 @@ fn spec(
 
 fn local_paths(dir: &Path, paths: &[Spanned<String>]) -> Vec<PathBuf> {
     paths.iter().map(|p| dir.join(&p.value)).collect()
+}
+
+fn labelled<'a>(dir: &Path, paths: &'a [Spanned<String>]) -> Vec<(&'a str, PathBuf)> {
+    paths
+        .iter()
+        .map(|p| (p.value.as_str(), dir.join(&p.value)))
+        .collect()
 }
 
 fn fingerprint_error(paths: &[Spanned<String>], e: std::io::Error) -> RecipeError {
