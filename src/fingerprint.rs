@@ -195,25 +195,26 @@ mod tests {
         fs::write(&f, "one").unwrap();
         let cache_file = dir.path().join("cache");
         let mut cache = StatCache::load(cache_file.clone());
-        let first = fingerprint(&[dir.path().join("cc")], &mut cache)
-            .unwrap()
-            .digest;
+        let roots = [("cc", f.clone())];
+        let first = fingerprint(&roots, &mut cache).unwrap().digest;
         cache.save().unwrap();
         let mut reloaded = StatCache::load(cache_file);
-        assert_eq!(
-            fingerprint(std::slice::from_ref(&f), &mut reloaded)
-                .unwrap()
-                .digest,
-            first
-        );
+        assert_eq!(fingerprint(&roots, &mut reloaded).unwrap().digest, first);
         fs::write(&f, "two").unwrap();
-        assert_ne!(
-            fingerprint(std::slice::from_ref(&f), &mut reloaded)
-                .unwrap()
-                .digest,
-            first
-        );
-        let gone = fingerprint(&[dir.path().join("nope")], &mut reloaded).unwrap();
+        assert_ne!(fingerprint(&roots, &mut reloaded).unwrap().digest, first);
+        let gone = fingerprint(&[("nope", dir.path().join("nope"))], &mut reloaded).unwrap();
         assert_eq!(gone.missing.len(), 1);
+    }
+
+    #[test]
+    fn digest_names_roots_by_label_not_location() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        fs::write(a.path().join("cc"), "same").unwrap();
+        fs::write(b.path().join("cc"), "same").unwrap();
+        let mut cache = StatCache::default();
+        let da = fingerprint(&[("bin", a.path().to_path_buf())], &mut cache).unwrap();
+        let db = fingerprint(&[("bin", b.path().to_path_buf())], &mut cache).unwrap();
+        assert_eq!(da.digest, db.digest);
     }
 }
