@@ -10,3 +10,4 @@ pub mod fingerprint;
 pub mod graph;
 pub mod hash;
 pub mod recipe;
+pub mod schedule;

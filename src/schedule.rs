@@ -1,0 +1,182 @@
+//! The scheduler: a ready queue over the DAG, steps run on a rayon pool of `-j N`
+//! threads. A failure fails its dependents only; by default nothing new starts
+//! after it (running steps finish), with `keep_going` everything independent of it
+//! still runs.
+
+use std::sync::mpsc;
+
+/// How one step of the schedule ended.
+#[derive(Debug)]
+pub enum Outcome<T, E> {
+    Done(T),
+    Failed(E),
+    /// Not run: a dependency failed.
+    DependencyFailed,
+    /// Not run: the schedule stopped after a failure elsewhere.
+    NotStarted,
+}
+
+/// Runs `step` for every node marked in `wanted` (which must be closed under
+/// dependencies), each after all of its dependencies succeeded. `deps[n]` lists
+/// what node `n` depends on. Results are indexed like `deps`; nodes not wanted are
+/// `None`. `step` is told the results of nothing: it reads what it needs from
+/// shared state its closure owns.
+pub fn run<T, E, F>(
+    deps: &[Vec<usize>],
+    wanted: &[bool],
+    jobs: usize,
+    keep_going: bool,
+    step: F,
+) -> Result<Vec<Option<Outcome<T, E>>>, rayon::ThreadPoolBuildError>
+where
+    T: Send,
+    E: Send,
+    F: Fn(usize) -> Result<T, E> + Sync,
+{
+    let n = deps.len();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut waiting: Vec<usize> = vec![0; n];
+    for (node, ds) in deps.iter().enumerate().filter(|(i, _)| wanted[*i]) {
+        for &d in ds {
+            dependents[d].push(node);
+        }
+        waiting[node] = ds.len();
+    }
+    let mut results: Vec<Option<Outcome<T, E>>> = (0..n).map(|_| None).collect();
+    let mut ready: Vec<usize> = (0..n).filter(|&i| wanted[i] && waiting[i] == 0).collect();
+    // Lowest index first: the evaluation order, so runs are alike from one to the next.
+    ready.reverse();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs.max(1))
+        .build()?;
+    let (tx, rx) = mpsc::channel::<(usize, Result<T, E>)>();
+    let mut running = 0usize;
+    let mut stopped = false;
+    pool.in_place_scope(|scope| {
+        loop {
+            while !stopped && running < jobs.max(1) {
+                let Some(node) = ready.pop() else { break };
+                running += 1;
+                let tx = tx.clone();
+                let step = &step;
+                scope.spawn(move |_| {
+                    // The receiver outlives every sender in this scope.
+                    let _ = tx.send((node, step(node)));
+                });
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok((node, result)) = rx.recv() else { break };
+            running -= 1;
+            match result {
+                Ok(value) => {
+                    results[node] = Some(Outcome::Done(value));
+                    for &d in &dependents[node] {
+                        waiting[d] -= 1;
+                        if waiting[d] == 0 && results[d].is_none() {
+                            ready.push(d);
+                        }
+                    }
+                    ready.sort_unstable_by(|a, b| b.cmp(a));
+                }
+                Err(e) => {
+                    results[node] = Some(Outcome::Failed(e));
+                    fail_dependents(node, &dependents, &mut results);
+                    ready.retain(|r| results[*r].is_none());
+                    stopped |= !keep_going;
+                }
+            }
+        }
+    });
+    for (i, r) in results.iter_mut().enumerate() {
+        if wanted[i] && r.is_none() {
+            *r = Some(Outcome::NotStarted);
+        }
+    }
+    Ok(results)
+}
+
+fn fail_dependents<T, E>(
+    node: usize,
+    dependents: &[Vec<usize>],
+    results: &mut [Option<Outcome<T, E>>],
+) {
+    let mut stack = vec![node];
+    while let Some(n) = stack.pop() {
+        for &d in &dependents[n] {
+            if results[d].is_none() {
+                results[d] = Some(Outcome::DependencyFailed);
+                stack.push(d);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    #[test]
+    fn runs_dependencies_first() {
+        // 0 <- 1 <- 2, and 3 alone
+        let deps = vec![vec![], vec![0], vec![1], vec![]];
+        let log = Mutex::new(Vec::new());
+        let r = run(&deps, &[true; 4], 2, false, |n| {
+            log.lock().unwrap().push(n);
+            Ok::<_, ()>(n)
+        })
+        .unwrap();
+        let log = log.into_inner().unwrap();
+        let pos = |x| log.iter().position(|&y| y == x).unwrap();
+        assert!(pos(0) < pos(1) && pos(1) < pos(2));
+        assert!(r.iter().all(|o| matches!(o, Some(Outcome::Done(_)))));
+    }
+
+    #[test]
+    fn failure_fails_dependents_only_with_keep_going() {
+        // 0 fails; 1 depends on 0; 2..6 are independent.
+        let deps = vec![vec![], vec![0], vec![], vec![], vec![], vec![]];
+        let ran = AtomicUsize::new(0);
+        let r = run(&deps, &[true; 6], 1, true, |n| {
+            ran.fetch_add(1, Ordering::SeqCst);
+            if n == 0 {
+                Err("boom")
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap();
+        assert!(matches!(r[0], Some(Outcome::Failed("boom"))));
+        assert!(matches!(r[1], Some(Outcome::DependencyFailed)));
+        assert!(r[2..].iter().all(|o| matches!(o, Some(Outcome::Done(())))));
+        assert_eq!(ran.load(Ordering::SeqCst), 5);
+    }
+
+    #[test]
+    fn failure_stops_new_steps_by_default() {
+        let deps = vec![vec![], vec![0], vec![], vec![]];
+        let r = run(&deps, &[true; 4], 1, false, |n| {
+            if n == 0 {
+                Err(())
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap();
+        assert!(matches!(r[0], Some(Outcome::Failed(()))));
+        assert!(matches!(r[1], Some(Outcome::DependencyFailed)));
+        assert!(matches!(r[2], Some(Outcome::NotStarted)));
+        assert!(matches!(r[3], Some(Outcome::NotStarted)));
+    }
+
+    #[test]
+    fn unwanted_nodes_do_not_run() {
+        let deps = vec![vec![], vec![0]];
+        let r = run(&deps, &[true, false], 2, false, |_| Ok::<_, ()>(())).unwrap();
+        assert!(matches!(r[0], Some(Outcome::Done(()))));
+        assert!(r[1].is_none());
+    }
+}
