@@ -9,5 +9,7 @@ pub mod eval;
 pub mod fingerprint;
 pub mod graph;
 pub mod hash;
+pub mod progress;
 pub mod recipe;
 pub mod schedule;
+pub mod why;
