@@ -8,11 +8,14 @@ use miette::{GraphicalReportHandler, GraphicalTheme};
 use serde_json::json;
 
 use crate::eval::{self, Evaluation};
-use crate::graph;
-use crate::recipe::Report;
+use crate::recipe::{did_you_mean, FileId, Kind, Report};
+use crate::store::Store;
+use crate::{build, graph, plan, step};
 
 /// Exit status for a usage or recipe error.
 const EXIT_USAGE: i32 = 2;
+/// Exit status for a build or check failure.
+const EXIT_FAILURE: i32 = 1;
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +46,82 @@ enum Command {
         #[arg(long)]
         dot: bool,
     },
+    /// Show what a build would do, and why
+    Plan {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// Names (every instance) or instance ids; all when none
+        targets: Vec<String>,
+        /// Print {"build":[{"id","reason"}],"cached":[ids]}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build the targets and what they need; only what changed runs
+    Build {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// Names (every instance) or instance ids; all when none
+        targets: Vec<String>,
+        #[command(flatten)]
+        run: RunArgs,
+        /// End with {"built":[ids],"cached":[ids],"failed":[ids],"outputs":{id:path}}
+        #[arg(long)]
+        json: bool,
+        /// Where to link the targets' outputs [default: out/ beside the store]
+        #[arg(long, value_name = "DIR")]
+        out_link: Option<PathBuf>,
+    },
+    /// Say why an instance rebuilt, or would: what changed since its last build
+    Why {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// A name (every instance) or an instance id
+        target: String,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Steps to run at once [default: the number of cores]
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    jobs: Option<usize>,
+    /// After a failure, go on building everything that does not depend on it
+    #[arg(long)]
+    keep_going: bool,
+    #[command(flatten)]
+    fetch: FetchArgs,
+}
+
+#[derive(Args)]
+struct FetchArgs {
+    /// Mirrors tried before a source's URLs: base URLs or local directories
+    #[arg(
+        long = "mirror",
+        env = "BAKE_MIRRORS",
+        value_delimiter = ',',
+        value_name = "URL|DIR"
+    )]
+    mirrors: Vec<String>,
+    /// Use only the store and local mirrors
+    #[arg(long)]
+    offline: bool,
+}
+
+impl FetchArgs {
+    fn options(&self) -> crate::fetch::Options {
+        crate::fetch::Options::new(&self.mirrors, self.offline)
+    }
+}
+
+impl RunArgs {
+    fn options(&self) -> build::Options {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        build::Options {
+            jobs: self.jobs.unwrap_or(cores).max(1),
+            keep_going: self.keep_going,
+            fetch: self.fetch.options(),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -55,18 +134,87 @@ struct RecipeArgs {
 }
 
 impl RecipeArgs {
-    fn evaluate(&self) -> Result<Evaluation, Box<Report>> {
-        let store = self
-            .cache
+    fn store_dir(&self) -> PathBuf {
+        self.cache
             .clone()
-            .unwrap_or_else(|| default_store(&self.file));
+            .unwrap_or_else(|| default_store(&self.file))
+    }
+
+    fn evaluate(&self) -> Result<Evaluation, Box<Report>> {
         eval::evaluate(
             &self.file,
             &eval::Options {
-                stat_cache: Some(store.join("fingerprints")),
+                stat_cache: Some(self.store_dir().join("fingerprints")),
             },
         )
     }
+
+    fn open_store(&self) -> Result<Store, Failure> {
+        let dir = self.store_dir();
+        Store::open(&dir)
+            .map_err(|e| Failure::usage(format!("cannot open the store {}: {e}", dir.display())))
+    }
+}
+
+/// Why a command failed, and with which exit status.
+struct Failure {
+    status: i32,
+    message: Option<String>,
+}
+
+impl Failure {
+    fn usage(message: String) -> Failure {
+        Failure {
+            status: EXIT_USAGE,
+            message: Some(message),
+        }
+    }
+}
+
+impl From<Box<Report>> for Failure {
+    fn from(report: Box<Report>) -> Failure {
+        print_report(&report);
+        Failure {
+            status: EXIT_USAGE,
+            message: None,
+        }
+    }
+}
+
+/// The instances TARGETS name: a build name (every instance of it), another
+/// kind's name when no build has it, or an instance id. None means all.
+fn select(eval: &Evaluation, targets: &[String]) -> Result<Vec<usize>, Failure> {
+    if targets.is_empty() {
+        return Ok((0..eval.instances.len()).collect());
+    }
+    let mut out = Vec::new();
+    for t in targets {
+        let by_id: Vec<usize> = eval.find(t).into_iter().collect();
+        let of_kind = |builds: bool| -> Vec<usize> {
+            eval.instances
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| i.name.0 == *t && (i.kind == Kind::Build) == builds)
+                .map(|(n, _)| n)
+                .collect()
+        };
+        match [by_id, of_kind(true), of_kind(false)]
+            .into_iter()
+            .find(|v| !v.is_empty())
+        {
+            Some(v) => out.extend(v),
+            None => {
+                let names = eval.instances.iter().map(|i| i.id.0.as_str());
+                let hint = did_you_mean(t, names)
+                    .map_or(String::new(), |n| format!("; did you mean `{n}`?"));
+                let file = &eval.files.get(FileId(0)).display;
+                return Err(Failure::usage(format!("no target `{t}` in {file}{hint}")));
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
 }
 
 /// `cache/` at the root of the repository holding the recipe: the nearest ancestor
@@ -90,16 +238,173 @@ fn default_store(recipe: &Path) -> PathBuf {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Eval { recipe, json } => recipe.evaluate().map(|e| print_eval(&e, json)),
-        Command::Graph { recipe, dot } => recipe.evaluate().map(|e| print_graph(&e, dot)),
+        Command::Eval { recipe, json } => recipe
+            .evaluate()
+            .map(|e| print_eval(&e, json))
+            .map_err(Failure::from),
+        Command::Graph { recipe, dot } => recipe
+            .evaluate()
+            .map(|e| print_graph(&e, dot))
+            .map_err(Failure::from),
+        Command::Plan {
+            recipe,
+            targets,
+            json,
+        } => cmd_plan(&recipe, &targets, json),
+        Command::Build {
+            recipe,
+            targets,
+            run,
+            json,
+            out_link,
+        } => cmd_build(&recipe, &targets, &run, json, out_link),
+        Command::Why { recipe, target } => cmd_why(&recipe, &target),
     };
     match result {
         Ok(()) => 0,
-        Err(report) => {
-            print_report(&report);
-            EXIT_USAGE
+        Err(f) => {
+            if let Some(m) = f.message {
+                eprintln!("error: {m}");
+            }
+            f.status
         }
     }
+}
+
+fn cmd_plan(recipe: &RecipeArgs, targets: &[String], json: bool) -> Result<(), Failure> {
+    let eval = recipe.evaluate()?;
+    let store = recipe.open_store()?;
+    let wanted = build::closure(&eval, &select(&eval, targets)?);
+    let p = plan::plan(&eval, &store, &wanted);
+    let id = |i: usize| eval.instances[i].id.0.as_str();
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        let build: Vec<_> = p
+            .build
+            .iter()
+            .map(|s| json!({"id": id(s.instance), "reason": s.reason}))
+            .collect();
+        let cached: Vec<&str> = p.cached.iter().map(|&i| id(i)).collect();
+        let _ = writeln!(stdout, "{:#}", json!({"build": build, "cached": cached}));
+    } else {
+        let width = p
+            .build
+            .iter()
+            .map(|s| id(s.instance).len())
+            .max()
+            .unwrap_or(0);
+        for s in &p.build {
+            let _ = writeln!(stdout, "build  {:<width$}  {}", id(s.instance), s.reason);
+        }
+        let _ = writeln!(
+            stdout,
+            "{} to build, {} cached",
+            p.build.len(),
+            p.cached.len()
+        );
+    }
+    Ok(())
+}
+
+fn cmd_build(
+    recipe: &RecipeArgs,
+    targets: &[String],
+    run: &RunArgs,
+    json: bool,
+    out_link: Option<PathBuf>,
+) -> Result<(), Failure> {
+    let eval = recipe.evaluate()?;
+    let store = recipe.open_store()?;
+    let selected = select(&eval, targets)?;
+    let wanted = build::closure(&eval, &selected);
+    let report = build::build(&eval, &store, &wanted, &run.options());
+    let id = |i: usize| eval.instances[i].id.0.clone();
+    for (i, e) in &report.failed {
+        eprintln!("error: {} failed\n{e}", id(*i));
+    }
+    // Link the outputs of what was asked for: the named targets, or the graph's ends.
+    let is_dependency: Vec<bool> = {
+        let mut v = vec![false; eval.instances.len()];
+        for &i in &selected {
+            for d in &eval.instances[i].deps {
+                v[d.instance] = true;
+            }
+        }
+        v
+    };
+    let links: Vec<(String, PathBuf)> = selected
+        .iter()
+        .filter(|&&i| !targets.is_empty() || !is_dependency[i])
+        .filter_map(|&i| {
+            let r = report.realised.get(&i)?;
+            r.output?;
+            Some((id(i), r.path.clone()?))
+        })
+        .collect();
+    let link_dir = out_link.unwrap_or_else(|| recipe.store_dir().with_file_name("out"));
+    if let Err(e) = step::link_outputs(&link_dir, &links) {
+        eprintln!(
+            "warning: cannot link outputs into {}: {e}",
+            link_dir.display()
+        );
+    }
+    if json {
+        let ids = |v: &[usize]| v.iter().map(|&i| id(i)).collect::<Vec<_>>();
+        let failed: Vec<String> = report.failed.iter().map(|(i, _)| id(*i)).collect();
+        let outputs: serde_json::Map<String, serde_json::Value> = report
+            .realised
+            .iter()
+            .filter(|(_, r)| r.output.is_some())
+            .filter_map(|(i, r)| Some((id(*i), json!(r.path.as_ref()?.display().to_string()))))
+            .collect();
+        let doc = json!({
+            "built": ids(&report.built),
+            "cached": ids(&report.cached),
+            "failed": failed,
+            "outputs": outputs,
+        });
+        println!("{doc:#}");
+    } else {
+        eprintln!(
+            "{} built, {} cached, {} failed, {} not run",
+            report.built.len(),
+            report.cached.len(),
+            report.failed.len(),
+            report.skipped.len()
+        );
+    }
+    if report.ok() {
+        Ok(())
+    } else {
+        Err(Failure {
+            status: EXIT_FAILURE,
+            message: None,
+        })
+    }
+}
+
+fn cmd_why(recipe: &RecipeArgs, target: &str) -> Result<(), Failure> {
+    let eval = recipe.evaluate()?;
+    let store = recipe.open_store()?;
+    let selected = select(&eval, &[target.to_string()])?;
+    let wanted = build::closure(&eval, &selected);
+    let p = plan::plan(&eval, &store, &wanted);
+    let mut stdout = std::io::stdout().lock();
+    for i in selected {
+        let inst = &eval.instances[i];
+        let _ = match p.build.iter().find(|s| s.instance == i) {
+            None => writeln!(stdout, "{}: up to date", inst.id),
+            Some(s) => {
+                let changes = plan::changes(&eval, &store, i, &p.outputs);
+                let _ = writeln!(stdout, "{}: would build: {}", inst.id, s.reason);
+                for c in changes {
+                    let _ = writeln!(stdout, "  {c}");
+                }
+                Ok(())
+            }
+        };
+    }
+    Ok(())
 }
 
 fn print_report(report: &Report) {

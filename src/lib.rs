@@ -4,12 +4,18 @@
 //! (imports, matrix expansion, keys) -> `graph` (the DAG) -> plan / schedule /
 //! exec against the `store`.
 
+pub mod build;
 pub mod cli;
 pub mod eval;
+pub mod exec;
+pub mod fetch;
 pub mod fingerprint;
 pub mod graph;
 pub mod hash;
+pub mod plan;
 pub mod progress;
 pub mod recipe;
 pub mod schedule;
+pub mod step;
+pub mod store;
 pub mod why;

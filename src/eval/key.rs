@@ -67,7 +67,7 @@ pub fn derivation_key(
     name: &str,
     spec: &Spec,
     deps: &[Dep],
-    dep_key: impl Fn(&Dep) -> Digest,
+    mut dep_key: impl FnMut(&Dep) -> Digest,
 ) -> Digest {
     let mut e = match spec {
         Spec::Source(s) => {

@@ -1,0 +1,283 @@
+//! The content-addressed store (`cache/` by default).
+//!
+//! ```text
+//! keys/<build key>          record: output hash, finish time, duration, log (written last)
+//! objects/<output hash>/    an output tree, read-only
+//! sources/                  fetched sources, by hash
+//! instances/<id>.json       the last build of each instance id, for `bake why`
+//! logs/<build key>.log      step logs
+//! locks/<build key>.lock    held while a key is built, so two processes never build it twice
+//! toolchains/<name>/        persistent caches of toolchains (zig's)
+//! tmp/<token>.lock, tmp/<token>.N/   per-process scratch; debris of dead processes is removed
+//! ```
+//! Builds happen in `tmp/`, are renamed into `objects/`, and the key record is
+//! written last: a build killed at any instant leaves only `tmp/` debris.
+
+mod gc;
+mod tree;
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash::{BuildKey, OutputHash};
+use crate::why::Snapshot;
+
+pub use gc::{GcReport, VerifyReport};
+pub use tree::{hash_tree, remove_tree, set_writable, tree_size};
+
+/// What the store knows about one build key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub output: OutputHash,
+    /// Seconds since the epoch when the build finished.
+    pub finished: u64,
+    pub duration_ms: u64,
+}
+
+/// The last build of one instance id.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    pub build_key: BuildKey,
+    pub output: OutputHash,
+    pub finished: u64,
+    pub snapshot: Snapshot,
+}
+
+pub struct Store {
+    root: PathBuf,
+    /// This process's scratch name; its lock file is held while the store is open.
+    token: String,
+    _tmp_lock: fs::File,
+    counter: AtomicU64,
+}
+
+/// A scratch directory of this process, removed on drop.
+pub struct TmpDir {
+    path: PathBuf,
+    started: SystemTime,
+}
+
+impl TmpDir {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = remove_tree(&self.path);
+    }
+}
+
+/// Held while one build key is being built.
+pub struct KeyLock {
+    _file: fs::File,
+}
+
+impl Store {
+    /// Opens (creating) the store at `root` and clears debris left by dead processes.
+    pub fn open(root: &Path) -> io::Result<Store> {
+        for dir in [
+            "keys",
+            "objects",
+            "sources",
+            "instances",
+            "logs",
+            "locks",
+            "toolchains",
+            "tmp",
+        ] {
+            fs::create_dir_all(root.join(dir))?;
+        }
+        let root = root.canonicalize()?;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let token = format!("{}-{nanos}", std::process::id());
+        let lock = fs::File::create(root.join("tmp").join(format!("{token}.lock")))?;
+        lock.lock()?;
+        let store = Store {
+            root,
+            token,
+            _tmp_lock: lock,
+            counter: AtomicU64::new(0),
+        };
+        store.remove_debris()?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Removes the scratch of processes whose lock is no longer held.
+    fn remove_debris(&self) -> io::Result<()> {
+        let tmp = self.root.join("tmp");
+        for entry in fs::read_dir(&tmp)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            let Some(token) = name.strip_suffix(".lock") else {
+                continue;
+            };
+            if token == self.token {
+                continue;
+            }
+            let Ok(f) = fs::File::options().write(true).open(tmp.join(&name)) else {
+                continue;
+            };
+            if f.try_lock().is_err() {
+                continue; // a live process
+            }
+            for scratch in fs::read_dir(&tmp)? {
+                let scratch = scratch?;
+                let s = scratch.file_name().to_string_lossy().into_owned();
+                if s.starts_with(&format!("{token}.")) && !s.ends_with(".lock") {
+                    remove_tree(&scratch.path())?;
+                }
+            }
+            fs::remove_file(tmp.join(&name))?;
+        }
+        Ok(())
+    }
+
+    pub fn sources_dir(&self) -> PathBuf {
+        self.root.join("sources")
+    }
+
+    pub fn object_path(&self, output: &OutputHash) -> PathBuf {
+        self.root.join("objects").join(output.to_string())
+    }
+
+    pub fn log_path(&self, key: &BuildKey) -> PathBuf {
+        self.root.join("logs").join(format!("{key}.log"))
+    }
+
+    /// A persistent, writable directory for a toolchain's own cache.
+    pub fn toolchain_cache(&self, name: &str) -> PathBuf {
+        self.root.join("toolchains").join(name)
+    }
+
+    fn key_path(&self, key: &BuildKey) -> PathBuf {
+        self.root.join("keys").join(key.to_string())
+    }
+
+    /// The record of `key`, if its object is in the store too.
+    pub fn lookup(&self, key: &BuildKey) -> Option<KeyRecord> {
+        let text = fs::read(self.key_path(key)).ok()?;
+        let record: KeyRecord = serde_json::from_slice(&text).ok()?;
+        self.object_path(&record.output).is_dir().then_some(record)
+    }
+
+    /// Blocks until this process alone may build `key`.
+    pub fn lock_key(&self, key: &BuildKey) -> io::Result<KeyLock> {
+        let f = fs::File::create(self.root.join("locks").join(format!("{key}.lock")))?;
+        f.lock()?;
+        Ok(KeyLock { _file: f })
+    }
+
+    /// A fresh scratch directory of this process.
+    pub fn tmp_dir(&self) -> io::Result<TmpDir> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let path = self.root.join("tmp").join(format!("{}.{n}", self.token));
+        fs::create_dir_all(&path)?;
+        Ok(TmpDir {
+            path,
+            started: SystemTime::now(),
+        })
+    }
+
+    /// Moves the tree at `out` (inside `work`) into the store as the output of `key`.
+    /// The object lands first, the key record last.
+    pub fn commit(&self, key: &BuildKey, work: TmpDir, out: &Path) -> io::Result<OutputHash> {
+        let output = hash_tree(out)?;
+        let object = self.object_path(&output);
+        if object.is_dir() {
+            // The same bytes are already there (another key, or another process).
+        } else {
+            set_writable(out, false)?;
+            // The rename needs the tree's own directory writable for a moment.
+            match fs::rename(out, &object) {
+                Ok(()) => {}
+                Err(_) if object.is_dir() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let record = KeyRecord {
+            output,
+            finished: now(),
+            duration_ms: work
+                .started
+                .elapsed()
+                .map_or(0, |d: Duration| d.as_millis() as u64),
+        };
+        write_atomic(&self.key_path(key), &serde_json::to_vec_pretty(&record)?)?;
+        drop(work);
+        Ok(output)
+    }
+
+    pub fn save_instance(
+        &self,
+        id: &str,
+        key: &BuildKey,
+        output: &OutputHash,
+        snapshot: &Snapshot,
+    ) -> io::Result<()> {
+        let record = InstanceRecord {
+            build_key: *key,
+            output: *output,
+            finished: now(),
+            snapshot: snapshot.clone(),
+        };
+        write_atomic(
+            &self.instance_path(id),
+            &serde_json::to_vec_pretty(&record)?,
+        )
+    }
+
+    pub fn load_instance(&self, id: &str) -> Option<InstanceRecord> {
+        let text = fs::read(self.instance_path(id)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    fn instance_path(&self, id: &str) -> PathBuf {
+        // Ids hold `/`, `@` and `:`; percent-encode all but plain characters.
+        let mut name = String::new();
+        for b in id.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@') {
+                name.push(b as char);
+            } else {
+                name.push_str(&format!("%{b:02X}"));
+            }
+        }
+        self.root.join("instances").join(format!("{name}.json"))
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Writes `bytes` to `path` so that readers see the old file or the new, whole.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let tmp = dir.join(format!(
+        ".{}.{}.{}.tmp",
+        path.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    fs::File::open(dir)?.sync_all()
+}

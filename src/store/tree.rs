@@ -1,0 +1,196 @@
+//! The canonical serialisation of an output tree, and its hash.
+//!
+//! Sorted paths, entry type, exec bit, symlink target and file bytes; no mtimes,
+//! owners or other mode bits, so the same bytes always hash the same.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::hash::{Digest, OutputHash};
+
+/// Change whenever the serialisation changes.
+const VERSION: &str = "bake-tree-v1";
+
+/// Hashes the tree at `root` (a directory, a file or a symlink).
+pub fn hash_tree(root: &Path) -> io::Result<OutputHash> {
+    let mut h = blake3::Hasher::new();
+    field(&mut h, VERSION.as_bytes());
+    entry(root, b"", &mut h)?;
+    Ok(OutputHash(Digest::from(h.finalize())))
+}
+
+fn entry(path: &Path, rel: &[u8], h: &mut blake3::Hasher) -> io::Result<()> {
+    let meta = fs::symlink_metadata(path).map_err(|e| annotate(path, e))?;
+    field(h, rel);
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        h.update(b"l");
+        field(h, fs::read_link(path)?.as_os_str().as_encoded_bytes());
+    } else if ft.is_dir() {
+        h.update(b"d");
+        let mut names: Vec<_> = fs::read_dir(path)
+            .map_err(|e| annotate(path, e))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()?;
+        names.sort();
+        h.update(&(names.len() as u64).to_le_bytes());
+        for name in names {
+            let mut child = rel.to_vec();
+            if !child.is_empty() {
+                child.push(b'/');
+            }
+            child.extend_from_slice(name.as_encoded_bytes());
+            entry(&path.join(&name), &child, h)?;
+        }
+    } else if ft.is_file() {
+        let exec = meta.permissions().mode() & 0o111 != 0;
+        h.update(if exec { b"x" } else { b"f" });
+        h.update(&meta.len().to_le_bytes());
+        let mut file_hash = blake3::Hasher::new();
+        file_hash.update_mmap(path).map_err(|e| annotate(path, e))?;
+        h.update(file_hash.finalize().as_bytes());
+    } else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: not a file, directory or symlink", path.display()),
+        ));
+    }
+    Ok(())
+}
+
+fn field(h: &mut blake3::Hasher, bytes: &[u8]) {
+    h.update(&(bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
+fn annotate(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// Sets `mode` bits on the tree: read-only (`writable` false: 0555 dirs and
+/// executables, 0444 files) or back to writable for removal.
+pub fn set_writable(root: &Path, writable: bool) -> io::Result<()> {
+    let meta = fs::symlink_metadata(root)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let exec = meta.is_dir() || meta.permissions().mode() & 0o111 != 0;
+    let mode = match (exec, writable) {
+        (true, false) => 0o555,
+        (false, false) => 0o444,
+        (true, true) => 0o755,
+        (false, true) => 0o644,
+    };
+    if meta.is_dir() && writable {
+        fs::set_permissions(root, fs::Permissions::from_mode(mode))?;
+    }
+    if meta.is_dir() {
+        for e in fs::read_dir(root)? {
+            set_writable(&e?.path(), writable)?;
+        }
+    }
+    if !(meta.is_dir() && writable) {
+        fs::set_permissions(root, fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Removes a tree that may be read-only.
+pub fn remove_tree(root: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(root) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(m) if !m.is_dir() => return fs::remove_file(root),
+        Ok(_) => {}
+    }
+    set_writable(root, true)?;
+    fs::remove_dir_all(root)
+}
+
+/// Total size of the files in a tree, for reports.
+pub fn tree_size(root: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(root) else {
+        return 0;
+    };
+    if meta.is_dir() {
+        fs::read_dir(root)
+            .map(|rd| rd.flatten().map(|e| tree_size(&e.path())).sum())
+            .unwrap_or(0)
+    } else {
+        meta.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("usr/bin")).unwrap();
+        fs::write(d.path().join("usr/bin/tool"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(
+            d.path().join("usr/bin/tool"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        fs::write(d.path().join("a.txt"), "a").unwrap();
+        symlink("usr/bin/tool", d.path().join("link")).unwrap();
+        d
+    }
+
+    #[test]
+    fn hash_ignores_mtime_and_mode_bits_other_than_exec() {
+        let t = tree();
+        let before = hash_tree(t.path()).unwrap();
+        let f = fs::File::options()
+            .write(true)
+            .open(t.path().join("a.txt"))
+            .unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+        fs::set_permissions(t.path().join("a.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(hash_tree(t.path()).unwrap(), before);
+    }
+
+    #[test]
+    fn hash_sees_bytes_exec_bit_names_and_link_targets() {
+        let t = tree();
+        let base = hash_tree(t.path()).unwrap();
+        fs::write(t.path().join("a.txt"), "b").unwrap();
+        assert_ne!(hash_tree(t.path()).unwrap(), base);
+        let t = tree();
+        fs::set_permissions(t.path().join("a.txt"), fs::Permissions::from_mode(0o755)).unwrap();
+        assert_ne!(hash_tree(t.path()).unwrap(), base);
+        let t = tree();
+        fs::rename(t.path().join("a.txt"), t.path().join("b.txt")).unwrap();
+        assert_ne!(hash_tree(t.path()).unwrap(), base);
+        let t = tree();
+        fs::remove_file(t.path().join("link")).unwrap();
+        symlink("usr/bin", t.path().join("link")).unwrap();
+        assert_ne!(hash_tree(t.path()).unwrap(), base);
+        assert_eq!(hash_tree(tree().path()).unwrap(), base);
+    }
+
+    #[test]
+    fn read_only_then_removable() {
+        let t = tree();
+        set_writable(t.path(), false).unwrap();
+        let mode = fs::metadata(t.path().join("a.txt"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o444);
+        let mode = fs::metadata(t.path().join("usr/bin/tool"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o555);
+        remove_tree(t.path()).unwrap();
+        assert!(!t.path().exists());
+    }
+}
