@@ -39,9 +39,10 @@ fn one_line(text: &str) -> Option<String> {
         let mut uri = words.next()?;
         if uri.starts_with('[') {
             // Options: `deb [arch=amd64 signed-by=...] URI suite ...`
-            uri = words
-                .find(|w| w.ends_with(']'))
-                .and_then(|_| words.next())?;
+            if !uri.ends_with(']') {
+                words.find(|w| w.ends_with(']'))?;
+            }
+            uri = words.next()?;
         }
         let suite = words.next().unwrap_or("");
         (!is_security(uri, suite)).then(|| uri.trim_end_matches('/').to_string())
