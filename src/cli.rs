@@ -78,6 +78,60 @@ enum Command {
         /// A name (every instance) or an instance id
         target: String,
     },
+    /// Fetch every source the recipe needs into the store
+    Fetch {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        #[command(flatten)]
+        fetch: FetchArgs,
+        /// Downloads at once [default: 4]
+        #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 4)]
+        jobs: usize,
+    },
+    /// Add local files to the store by hash
+    Import {
+        /// Files to add
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Take only files whose hash a source of this recipe declares
+        #[arg(long = "recipe", value_name = "FILE")]
+        recipes: Vec<PathBuf>,
+        /// Take any file, named by its sha256
+        #[arg(long, conflicts_with = "recipes")]
+        any: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Delete what the given recipes do not reach (and no line of ROOT/roots names)
+    Gc {
+        /// Recipes whose current outputs and sources are kept
+        recipes: Vec<PathBuf>,
+        /// Report what would be deleted, delete nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Rehash every object; report and drop corrupt ones so they rebuild
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    /// The store directory [default: cache/ at the repository root]
+    #[arg(long = "cache", env = "BAKE_CACHE", value_name = "DIR")]
+    cache: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The store: as given, or `cache/` at the root of the repository around `near`.
+    fn open(&self, near: &Path) -> Result<Store, Failure> {
+        let dir = self.cache.clone().unwrap_or_else(|| default_store(near));
+        Store::open(&dir).map_err(|e| Failure::usage(format!("cannot open the store {}: {e}", dir.display())))
+    }
 }
 
 #[derive(Args)]
@@ -220,10 +274,13 @@ fn select(eval: &Evaluation, targets: &[String]) -> Result<Vec<usize>, Failure> 
 /// `cache/` at the root of the repository holding the recipe: the nearest ancestor
 /// with a `cache` directory or a `.git`; else `./cache`.
 fn default_store(recipe: &Path) -> PathBuf {
-    let start = recipe
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf));
+    let start = recipe.canonicalize().ok().and_then(|p| {
+        if p.is_dir() {
+            Some(p)
+        } else {
+            p.parent().map(Path::to_path_buf)
+        }
+    });
     let mut dir = start.as_deref();
     while let Some(d) = dir {
         if d.join("cache").is_dir() || d.join(".git").exists() {
@@ -259,6 +316,19 @@ pub fn main() -> i32 {
             out_link,
         } => cmd_build(&recipe, &targets, &run, json, out_link),
         Command::Why { recipe, target } => cmd_why(&recipe, &target),
+        Command::Fetch { recipe, fetch, jobs } => cmd_fetch(&recipe, &fetch, jobs),
+        Command::Import {
+            paths,
+            recipes,
+            any,
+            store,
+        } => cmd_import(&paths, &recipes, any, &store),
+        Command::Gc {
+            recipes,
+            dry_run,
+            store,
+        } => cmd_gc(&recipes, dry_run, &store),
+        Command::Verify { store } => cmd_verify(&store),
     };
     match result {
         Ok(()) => 0,
@@ -486,5 +556,148 @@ fn print_graph(e: &Evaluation, dot: bool) {
         for d in &i.deps {
             let _ = writeln!(stdout, "  <- {}", e.instances[d.instance].id);
         }
+    }
+}
+
+fn cmd_fetch(recipe: &RecipeArgs, fetch: &FetchArgs, jobs: usize) -> Result<(), Failure> {
+    let eval = recipe.evaluate()?;
+    let store = recipe.open_store()?;
+    let options = fetch.options();
+    let sources: Vec<&crate::eval::SourceSpec> = eval
+        .instances
+        .iter()
+        .filter_map(|i| match &i.spec {
+            crate::eval::Spec::Source(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs.max(1))
+        .build()
+        .map_err(|e| Failure::usage(format!("cannot start threads: {e}")))?;
+    let dir = store.sources_dir();
+    let results: Vec<_> = pool.install(|| {
+        use rayon::prelude::*;
+        sources
+            .par_iter()
+            .map(|s| crate::fetch::fetch_source(&dir, &s.urls, &s.hash, &options))
+            .collect()
+    });
+    let mut failed = 0;
+    for (s, r) in sources.iter().zip(results) {
+        match r {
+            Ok(path) => println!("{}  {}", s.hash, path.display()),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {}: {e}", s.urls.first().map_or("", String::as_str));
+            }
+        }
+    }
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(Failure {
+            status: EXIT_FAILURE,
+            message: Some(format!("{failed} of {} sources could not be fetched", sources.len())),
+        })
+    }
+}
+
+fn cmd_import(paths: &[PathBuf], recipes: &[PathBuf], any: bool, store: &StoreArgs) -> Result<(), Failure> {
+    if recipes.is_empty() && !any {
+        return Err(Failure::usage(
+            "say which sources to match: --recipe FILE (a source it declares) or --any".into(),
+        ));
+    }
+    let mut expected = Vec::new();
+    for r in recipes {
+        let eval = eval::evaluate(r, &eval::Options::default())?;
+        expected.extend(eval.instances.iter().filter_map(|i| match &i.spec {
+            crate::eval::Spec::Source(s) => Some(s.hash.clone()),
+            _ => None,
+        }));
+    }
+    let store = store.open(recipes.first().map_or(Path::new("."), PathBuf::as_path))?;
+    let dir = store.sources_dir();
+    let mut refused = 0;
+    for p in paths {
+        let wanted = (!any).then_some(expected.as_slice());
+        match crate::fetch::import_file(&dir, p, wanted) {
+            Ok(Some(hash)) => println!("{hash}  {}", p.display()),
+            Ok(None) => {
+                refused += 1;
+                eprintln!("error: {}: its hash matches no source of the given recipes", p.display());
+            }
+            Err(e) => {
+                refused += 1;
+                eprintln!("error: {}: {e}", p.display());
+            }
+        }
+    }
+    if refused == 0 {
+        Ok(())
+    } else {
+        Err(Failure {
+            status: EXIT_FAILURE,
+            message: None,
+        })
+    }
+}
+
+fn cmd_gc(recipes: &[PathBuf], dry_run: bool, store_args: &StoreArgs) -> Result<(), Failure> {
+    let store = store_args.open(recipes.first().map_or(Path::new("."), PathBuf::as_path))?;
+    let mut live = std::collections::HashSet::new();
+    let mut sources = std::collections::HashSet::new();
+    for r in recipes {
+        let eval = eval::evaluate(r, &eval::Options::default())?;
+        let all = vec![true; eval.instances.len()];
+        let p = plan::plan(&eval, &store, &all);
+        for (i, inst) in eval.instances.iter().enumerate() {
+            if let crate::eval::Spec::Source(s) = &inst.spec {
+                sources.insert(crate::fetch::stored_name(&s.hash));
+            }
+            if let Some(key) = build::build_key(&eval, inst, |d| p.outputs[d]) {
+                if p.outputs[i].is_some() {
+                    live.insert(key);
+                }
+            }
+        }
+    }
+    let report = store
+        .gc(&live, &sources, dry_run)
+        .map_err(|e| Failure::usage(format!("gc failed: {e}")))?;
+    let verb = if dry_run { "would free" } else { "freed" };
+    println!(
+        "{verb} {:.1} MiB: {} keys, {} objects, {} logs, {} sources",
+        report.bytes as f64 / (1 << 20) as f64,
+        report.keys,
+        report.objects,
+        report.logs,
+        report.sources
+    );
+    Ok(())
+}
+
+fn cmd_verify(store_args: &StoreArgs) -> Result<(), Failure> {
+    let store = store_args.open(Path::new("."))?;
+    let report = store
+        .verify()
+        .map_err(|e| Failure::usage(format!("verify failed: {e}")))?;
+    for o in &report.corrupt {
+        println!("corrupt object {o}: dropped, it will rebuild");
+    }
+    println!(
+        "{} objects checked, {} corrupt, {} keys dropped",
+        report.checked,
+        report.corrupt.len(),
+        report.keys_dropped
+    );
+    if report.corrupt.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure {
+            status: EXIT_FAILURE,
+            message: None,
+        })
     }
 }

@@ -258,6 +258,13 @@ impl Store {
     }
 }
 
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Scratch dirs are gone with their TmpDirs; the lock file is the last trace.
+        let _ = fs::remove_file(self.root.join("tmp").join(format!("{}.lock", self.token)));
+    }
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
