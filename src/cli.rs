@@ -130,7 +130,8 @@ impl StoreArgs {
     /// The store: as given, or `cache/` at the root of the repository around `near`.
     fn open(&self, near: &Path) -> Result<Store, Failure> {
         let dir = self.cache.clone().unwrap_or_else(|| default_store(near));
-        Store::open(&dir).map_err(|e| Failure::usage(format!("cannot open the store {}: {e}", dir.display())))
+        Store::open(&dir)
+            .map_err(|e| Failure::usage(format!("cannot open the store {}: {e}", dir.display())))
     }
 }
 
@@ -316,7 +317,11 @@ pub fn main() -> i32 {
             out_link,
         } => cmd_build(&recipe, &targets, &run, json, out_link),
         Command::Why { recipe, target } => cmd_why(&recipe, &target),
-        Command::Fetch { recipe, fetch, jobs } => cmd_fetch(&recipe, &fetch, jobs),
+        Command::Fetch {
+            recipe,
+            fetch,
+            jobs,
+        } => cmd_fetch(&recipe, &fetch, jobs),
         Command::Import {
             paths,
             recipes,
@@ -598,12 +603,20 @@ fn cmd_fetch(recipe: &RecipeArgs, fetch: &FetchArgs, jobs: usize) -> Result<(), 
     } else {
         Err(Failure {
             status: EXIT_FAILURE,
-            message: Some(format!("{failed} of {} sources could not be fetched", sources.len())),
+            message: Some(format!(
+                "{failed} of {} sources could not be fetched",
+                sources.len()
+            )),
         })
     }
 }
 
-fn cmd_import(paths: &[PathBuf], recipes: &[PathBuf], any: bool, store: &StoreArgs) -> Result<(), Failure> {
+fn cmd_import(
+    paths: &[PathBuf],
+    recipes: &[PathBuf],
+    any: bool,
+    store: &StoreArgs,
+) -> Result<(), Failure> {
     if recipes.is_empty() && !any {
         return Err(Failure::usage(
             "say which sources to match: --recipe FILE (a source it declares) or --any".into(),
@@ -626,7 +639,10 @@ fn cmd_import(paths: &[PathBuf], recipes: &[PathBuf], any: bool, store: &StoreAr
             Ok(Some(hash)) => println!("{hash}  {}", p.display()),
             Ok(None) => {
                 refused += 1;
-                eprintln!("error: {}: its hash matches no source of the given recipes", p.display());
+                eprintln!(
+                    "error: {}: its hash matches no source of the given recipes",
+                    p.display()
+                );
             }
             Err(e) => {
                 refused += 1;

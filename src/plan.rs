@@ -49,7 +49,14 @@ pub fn plan(eval: &Evaluation, store: &Store, wanted: &[bool]) -> Plan {
                         let dep = inst
                             .deps
                             .iter()
-                            .find(|d| plan.build.iter().any(|s| s.instance == d.instance))
+                            .find(|d| {
+                                plan.outputs[d.instance].is_none()
+                                    && plan.build.iter().any(|s| s.instance == d.instance)
+                                    && !matches!(
+                                        eval.instances[d.instance].spec,
+                                        Spec::Source(_) | Spec::Toolchain(_)
+                                    )
+                            })
                             .map(|d| eval.instances[d.instance].id.0.clone())
                             .unwrap_or_default();
                         Some(format!("input {dep} will be built first"))

@@ -1,0 +1,97 @@
+//! Helpers shared by the integration tests: a temporary project with its own
+//! store, and bake run as a real process.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new() -> Project {
+        Project {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.path("store")
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Runs bake with `--cache` pointing at this project's store.
+    pub fn bake(&self, args: &[&str]) -> Output {
+        self.bake_cmd(args).output().unwrap()
+    }
+
+    pub fn bake_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_bake"));
+        c.args(args)
+            .env("BAKE_CACHE", self.store())
+            .env_remove("BAKE_MIRRORS")
+            .current_dir(self.dir.path());
+        c
+    }
+
+    /// `bake build FILE ARGS... --json`, parsed; panics on a usage error.
+    pub fn build(&self, recipe: &str, args: &[&str]) -> (i32, serde_json::Value) {
+        let mut all = vec!["build", recipe, "--json", "--out-link", "out"];
+        all.extend_from_slice(args);
+        let out = self.bake(&all);
+        let code = out.status.code().unwrap_or(-1);
+        assert_ne!(
+            code,
+            2,
+            "usage error: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (code, json)
+    }
+}
+
+/// The ids in a JSON list, sorted.
+pub fn ids(v: &serde_json::Value) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Polls `cond` every 20 ms for at most `secs` seconds.
+pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
