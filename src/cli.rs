@@ -78,6 +78,21 @@ enum Command {
         /// A name (every instance) or an instance id
         target: String,
     },
+    /// Build the sysext images and write a publishable directory
+    Release {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// Release names or ids; all when none
+        targets: Vec<String>,
+        /// The directory to write (images already there are kept and listed)
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Where the directory will be served from [default: the recipe's base-url]
+        #[arg(long, value_name = "URL")]
+        base_url: Option<String>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Fetch every source the recipe needs into the store
     Fetch {
         #[command(flatten)]
@@ -322,6 +337,13 @@ pub fn main() -> i32 {
             fetch,
             jobs,
         } => cmd_fetch(&recipe, &fetch, jobs),
+        Command::Release {
+            recipe,
+            targets,
+            out,
+            base_url,
+            run,
+        } => cmd_release(&recipe, &targets, &out, base_url.as_deref(), &run),
         Command::Import {
             paths,
             recipes,
@@ -716,4 +738,67 @@ fn cmd_verify(store_args: &StoreArgs) -> Result<(), Failure> {
             message: None,
         })
     }
+}
+
+fn cmd_release(
+    recipe: &RecipeArgs,
+    targets: &[String],
+    out: &Path,
+    base_url: Option<&str>,
+    run: &RunArgs,
+) -> Result<(), Failure> {
+    let eval = recipe.evaluate()?;
+    let store = recipe.open_store()?;
+    let releases: Vec<usize> = select(&eval, targets)?
+        .into_iter()
+        .filter(|&i| eval.instances[i].kind == Kind::Release)
+        .collect();
+    if releases.is_empty() {
+        return Err(Failure::usage(format!(
+            "{} declares no release: add release \"NAME\" {{ sysext \"NAME\" }}",
+            recipe.file.display()
+        )));
+    }
+    // The images, built as usual; the directory itself is written here, not in the store.
+    let images: Vec<usize> = releases
+        .iter()
+        .flat_map(|&r| eval.instances[r].deps.iter().map(|d| d.instance))
+        .collect();
+    let report = build::build(
+        &eval,
+        &store,
+        &build::closure(&eval, &images),
+        &run.options(),
+    );
+    for (i, e) in &report.failed {
+        eprintln!("error: {} failed\n{e}", eval.instances[*i].id);
+    }
+    if !report.ok() {
+        return Err(Failure {
+            status: EXIT_FAILURE,
+            message: Some("no release written: the images did not all build".into()),
+        });
+    }
+    for r in releases {
+        let inst = &eval.instances[r];
+        let url = match (base_url, &inst.spec) {
+            (Some(u), _) => u.to_string(),
+            (None, crate::eval::Spec::Release(spec)) => spec.base_url.clone().ok_or_else(|| {
+                Failure::usage(format!("{} has no base-url: pass --base-url URL", inst.id))
+            })?,
+            (None, _) => continue,
+        };
+        let paths: Vec<PathBuf> = inst
+            .deps
+            .iter()
+            .filter_map(|d| report.realised.get(&d.instance)?.path.clone())
+            .collect();
+        let written = crate::release::write(&inst.name.0, &paths, &url, out)
+            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", out.display())))?;
+        for image in &written {
+            println!("{}  {}", image.sha256, out.join(&image.file).display());
+        }
+        eprintln!("{}: {} images in {}", inst.id, written.len(), out.display());
+    }
+    Ok(())
 }

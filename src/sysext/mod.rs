@@ -1,0 +1,158 @@
+//! systemd-sysext images: the tree from build outputs and repository files, its
+//! extension-release file, the checks, and the packed image.
+
+mod check;
+mod pack;
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use check::{check_tree, normalise_modes};
+pub use pack::pack;
+
+use crate::eval::SysextSpec;
+
+/// Architecture names systemd knows (`ARCHITECTURE=`, `%a` in sysupdate patterns).
+pub const ARCHITECTURES: &[&str] = &[
+    "x86-64",
+    "x86",
+    "arm64",
+    "arm64-be",
+    "arm",
+    "arm-be",
+    "riscv64",
+    "riscv32",
+    "ppc64-le",
+    "ppc64",
+    "ppc-le",
+    "ppc",
+    "s390x",
+    "s390",
+    "loongarch64",
+    "mips64-le",
+    "mips-le",
+    "alpha",
+    "arc",
+    "arc-be",
+    "cris",
+    "ia64",
+    "m68k",
+    "parisc64",
+    "parisc",
+    "sh64",
+    "sh",
+    "sparc64",
+    "sparc",
+    "tilegx",
+];
+
+#[derive(Debug)]
+pub enum SysextError {
+    /// The tree has something an image may not carry.
+    Refused {
+        path: String,
+        why: String,
+    },
+    Io(String),
+    Tool(String),
+    Invalid(String),
+}
+
+impl fmt::Display for SysextError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SysextError::Refused { path, why } => write!(f, "refusing to pack `{path}`: {why}"),
+            SysextError::Io(e) | SysextError::Tool(e) | SysextError::Invalid(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for SysextError {}
+
+impl From<io::Error> for SysextError {
+    fn from(e: io::Error) -> Self {
+        SysextError::Io(e.to_string())
+    }
+}
+
+/// `NAME-vVERSION-ARCH.raw`, the name images are published under.
+pub fn image_name(name: &str, version: &str, arch: &str) -> String {
+    format!("{name}-v{version}-{arch}.raw")
+}
+
+/// The contents of `usr/lib/extension-release.d/extension-release.NAME`.
+pub fn extension_release(spec: &SysextSpec) -> String {
+    let mut s = format!("ID={}\n", spec.os);
+    if let Some(level) = &spec.sysext_level {
+        s.push_str(&format!("SYSEXT_LEVEL={level}\n"));
+    }
+    s.push_str(&format!("ARCHITECTURE={}\n", spec.arch));
+    if spec.reload_manager {
+        s.push_str("EXTENSION_RELOAD_MANAGER=1\n");
+    }
+    s
+}
+
+/// Builds the image of sysext `name` into `out/NAME-vVERSION-ARCH.raw`: the input
+/// trees and repository files merged under `work/tree`, the extension-release file
+/// written, the tree checked, modes normalised, packed.
+pub fn make_image(
+    name: &str,
+    spec: &SysextSpec,
+    inputs: &[PathBuf],
+    work: &Path,
+    out: &Path,
+    epoch: i64,
+) -> Result<PathBuf, SysextError> {
+    if spec.arch != "_any" && !ARCHITECTURES.contains(&spec.arch.as_str()) {
+        return Err(SysextError::Invalid(format!(
+            "`{}` is not a systemd architecture name (x86-64, arm64, riscv64, ...)",
+            spec.arch
+        )));
+    }
+    let tree = work.join("tree");
+    fs::create_dir_all(&tree)?;
+    for source in inputs.iter().chain(&spec.files) {
+        copy_tree(source, &tree)?;
+    }
+    let release_dir = tree.join("usr/lib/extension-release.d");
+    fs::create_dir_all(&release_dir)?;
+    fs::write(
+        release_dir.join(format!("extension-release.{name}")),
+        extension_release(spec),
+    )?;
+    check_tree(&tree)?;
+    normalise_modes(&tree)?;
+    fs::create_dir_all(out)?;
+    let image = out.join(image_name(name, &spec.version, &spec.arch));
+    pack(&tree, &image, spec.format, epoch)?;
+    Ok(image)
+}
+
+/// Merges the tree at `from` into `to`: directories joined, files and symlinks copied
+/// with their exec bit (store objects are read-only; copies are made writable).
+pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for e in fs::read_dir(from)? {
+        let e = e?;
+        let src = e.path();
+        let dst = to.join(e.file_name());
+        let meta = fs::symlink_metadata(&src)?;
+        if meta.file_type().is_symlink() {
+            let _ = fs::remove_file(&dst);
+            std::os::unix::fs::symlink(fs::read_link(&src)?, &dst)?;
+        } else if meta.is_dir() {
+            fs::create_dir_all(&dst)?;
+            fs::set_permissions(&dst, fs::Permissions::from_mode(0o755))?;
+            copy_tree(&src, &dst)?;
+        } else {
+            let _ = fs::remove_file(&dst);
+            fs::copy(&src, &dst)?;
+            let mode = meta.permissions().mode() | 0o200;
+            fs::set_permissions(&dst, fs::Permissions::from_mode(mode))?;
+        }
+    }
+    Ok(())
+}
