@@ -171,10 +171,15 @@ fn walk(path: &Path, rel: &Path, h: &mut blake3::Hasher, cache: &mut StatCache) 
         for name in names {
             walk(&path.join(&name), &rel.join(&name), h, cache)?;
         }
-    } else {
+    } else if meta.is_file() {
         let exec = meta.permissions().mode() & 0o111 != 0;
         h.update(if exec { b"x" } else { b"f" });
         h.update(&cache.file_digest(path, &meta)?.0);
+    } else {
+        // Devices, fifos, sockets: their type is all there is to hash (reading a
+        // fifo would block).
+        h.update(b"s");
+        h.update(&meta.permissions().mode().to_le_bytes());
     }
     Ok(())
 }

@@ -156,11 +156,28 @@ fn run(
             let log = store.log_path(key);
             crate::exec::run(&step, work.path(), &log).map_err(|e| format!("{}: {e}", inst.id))?;
         }
-        Spec::Sysext(_) | Spec::Release(_) => {
-            return Err(format!(
-                "{}: building {} nodes is not supported yet",
-                inst.id, inst.kind
-            ));
+        Spec::Sysext(x) => {
+            let inputs: Vec<PathBuf> = dep_path(Role::Input).into_iter().map(|(_, p)| p).collect();
+            crate::sysext::make_image(
+                &inst.name.0,
+                x,
+                &inputs,
+                work.path(),
+                &out,
+                SOURCE_DATE_EPOCH,
+            )
+            .map_err(|e| format!("{}: {e}", inst.id))?;
+        }
+        Spec::Release(r) => {
+            let images: Vec<PathBuf> = dep_path(Role::Gather).into_iter().map(|(_, p)| p).collect();
+            let base_url = r.base_url.as_deref().ok_or_else(|| {
+                format!(
+                    "{}: a release needs `base-url` in the recipe (or use bake release --base-url)",
+                    inst.id
+                )
+            })?;
+            crate::release::write(&inst.name.0, &images, base_url, &out)
+                .map_err(|e| fail("cannot write the release", &e))?;
         }
         Spec::Source(_) | Spec::Toolchain(_) => {}
     }

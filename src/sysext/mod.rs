@@ -132,26 +132,44 @@ pub fn make_image(
 }
 
 /// Merges the tree at `from` into `to`: directories joined, files and symlinks copied
-/// with their exec bit (store objects are read-only; copies are made writable).
-pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    for e in fs::read_dir(from)? {
-        let e = e?;
+/// with their mode bits (store objects are read-only; copies are made writable).
+/// Device nodes, fifos and sockets are refused here: copying one would read it.
+pub fn copy_tree(from: &Path, to: &Path) -> Result<(), SysextError> {
+    copy_under(from, to, Path::new(""))
+}
+
+fn copy_under(from: &Path, to: &Path, rel: &Path) -> Result<(), SysextError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let mut entries: Vec<fs::DirEntry> = fs::read_dir(from)?.collect::<io::Result<_>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
         let src = e.path();
         let dst = to.join(e.file_name());
+        let child = rel.join(e.file_name());
         let meta = fs::symlink_metadata(&src)?;
-        if meta.file_type().is_symlink() {
+        let ft = meta.file_type();
+        if ft.is_symlink() {
             let _ = fs::remove_file(&dst);
             std::os::unix::fs::symlink(fs::read_link(&src)?, &dst)?;
-        } else if meta.is_dir() {
+        } else if ft.is_dir() {
             fs::create_dir_all(&dst)?;
             fs::set_permissions(&dst, fs::Permissions::from_mode(0o755))?;
-            copy_tree(&src, &dst)?;
-        } else {
+            copy_under(&src, &dst, &child)?;
+        } else if ft.is_file() {
             let _ = fs::remove_file(&dst);
             fs::copy(&src, &dst)?;
             let mode = meta.permissions().mode() | 0o200;
             fs::set_permissions(&dst, fs::Permissions::from_mode(mode))?;
+        } else {
+            let why = if ft.is_fifo() || ft.is_socket() {
+                "fifos and sockets are not allowed"
+            } else {
+                "device nodes are not allowed"
+            };
+            return Err(SysextError::Refused {
+                path: child.display().to_string(),
+                why: why.to_string(),
+            });
         }
     }
     Ok(())
