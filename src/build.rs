@@ -18,7 +18,7 @@ use crate::why::Snapshot;
 pub struct Options {
     pub jobs: usize,
     pub keep_going: bool,
-    pub fetch: crate::fetch::Options,
+    pub fetch: crate::fetch::FetchOptions,
 }
 
 /// What an instance resolved to.

@@ -8,6 +8,8 @@ use miette::{GraphicalReportHandler, GraphicalTheme};
 use serde_json::json;
 
 use crate::eval::{self, Evaluation};
+use crate::fetch::{parse_mirrors, FetchOptions, Fetcher, SourceStore};
+use crate::hash::HashAlgo;
 use crate::recipe::{did_you_mean, FileId, Kind, Report};
 use crate::store::Store;
 use crate::{build, graph, plan, step};
@@ -178,19 +180,25 @@ struct FetchArgs {
 }
 
 impl FetchArgs {
-    fn options(&self) -> crate::fetch::Options {
-        crate::fetch::Options::new(&self.mirrors, self.offline)
+    fn options(&self) -> Result<FetchOptions, Failure> {
+        let mirrors = parse_mirrors(&self.mirrors.join(","))
+            .map_err(|e| Failure::usage(format!("--mirror: {e}")))?;
+        Ok(FetchOptions {
+            mirrors,
+            offline: self.offline,
+            ..FetchOptions::default()
+        })
     }
 }
 
 impl RunArgs {
-    fn options(&self) -> build::Options {
+    fn options(&self) -> Result<build::Options, Failure> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        build::Options {
+        Ok(build::Options {
             jobs: self.jobs.unwrap_or(cores).max(1),
             keep_going: self.keep_going,
-            fetch: self.fetch.options(),
-        }
+            fetch: self.fetch.options()?,
+        })
     }
 }
 
@@ -414,7 +422,7 @@ fn cmd_build(
     let store = recipe.open_store()?;
     let selected = select(&eval, targets)?;
     let wanted = build::closure(&eval, &selected);
-    let report = build::build(&eval, &store, &wanted, &run.options());
+    let report = build::build(&eval, &store, &wanted, &run.options()?);
     let id = |i: usize| eval.instances[i].id.0.clone();
     for (i, e) in &report.failed {
         eprintln!("error: {} failed\n{e}", id(*i));
@@ -589,26 +597,23 @@ fn print_graph(e: &Evaluation, dot: bool) {
 fn cmd_fetch(recipe: &RecipeArgs, fetch: &FetchArgs, jobs: usize) -> Result<(), Failure> {
     let eval = recipe.evaluate()?;
     let store = recipe.open_store()?;
-    let options = fetch.options();
-    let sources: Vec<&crate::eval::SourceSpec> = eval
+    let fetcher = Fetcher::new(SourceStore::new(store.sources_dir()), fetch.options()?);
+    let sources: Vec<crate::fetch::SourceSpec> = eval
         .instances
         .iter()
         .filter_map(|i| match &i.spec {
-            crate::eval::Spec::Source(s) => Some(s),
+            crate::eval::Spec::Source(s) => Some(step::source_spec(i, s)),
             _ => None,
         })
-        .collect();
+        .collect::<Result<_, _>>()
+        .map_err(Failure::usage)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs.max(1))
         .build()
         .map_err(|e| Failure::usage(format!("cannot start threads: {e}")))?;
-    let dir = store.sources_dir();
     let results: Vec<_> = pool.install(|| {
         use rayon::prelude::*;
-        sources
-            .par_iter()
-            .map(|s| crate::fetch::fetch_source(&dir, &s.urls, &s.hash, &options))
-            .collect()
+        sources.par_iter().map(|s| fetcher.fetch(s)).collect()
     });
     let mut failed = 0;
     for (s, r) in sources.iter().zip(results) {
@@ -616,7 +621,7 @@ fn cmd_fetch(recipe: &RecipeArgs, fetch: &FetchArgs, jobs: usize) -> Result<(), 
             Ok(path) => println!("{}  {}", s.hash, path.display()),
             Err(e) => {
                 failed += 1;
-                eprintln!("error: {}: {e}", s.urls.first().map_or("", String::as_str));
+                eprintln!("error: {}: {e}", s.name);
             }
         }
     }
@@ -653,11 +658,26 @@ fn cmd_import(
         }));
     }
     let store = store.open(recipes.first().map_or(Path::new("."), PathBuf::as_path))?;
-    let dir = store.sources_dir();
+    let sources = SourceStore::new(store.sources_dir());
+    let mut algos: Vec<HashAlgo> = expected.iter().map(|h| h.algo).collect();
+    algos.sort();
+    algos.dedup();
     let mut refused = 0;
     for p in paths {
-        let wanted = (!any).then_some(expected.as_slice());
-        match crate::fetch::import_file(&dir, p, wanted) {
+        let result = if any {
+            crate::fetch::import_file(&sources, p, None)
+                .map(Some)
+                .map_err(|e| e.to_string())
+        } else {
+            match matching_hash(p, &algos, &expected) {
+                Err(e) => Err(e.to_string()),
+                Ok(None) => Ok(None),
+                Ok(Some(hash)) => crate::fetch::import_file(&sources, p, Some(&hash))
+                    .map(Some)
+                    .map_err(|e| e.to_string()),
+            }
+        };
+        match result {
             Ok(Some(hash)) => println!("{hash}  {}", p.display()),
             Ok(None) => {
                 refused += 1;
@@ -682,17 +702,36 @@ fn cmd_import(
     }
 }
 
+/// The hash, in one of the algorithms the recipes use, by which `path` is one of
+/// their sources.
+fn matching_hash(
+    path: &Path,
+    algos: &[HashAlgo],
+    expected: &[crate::hash::SourceHash],
+) -> std::io::Result<Option<crate::hash::SourceHash>> {
+    for algo in algos {
+        let h = crate::fetch::hash_file(path, *algo)?;
+        if expected.contains(&h) {
+            return Ok(Some(h));
+        }
+    }
+    Ok(None)
+}
+
 fn cmd_gc(recipes: &[PathBuf], dry_run: bool, store_args: &StoreArgs) -> Result<(), Failure> {
     let store = store_args.open(recipes.first().map_or(Path::new("."), PathBuf::as_path))?;
     let mut live = std::collections::HashSet::new();
     let mut sources = std::collections::HashSet::new();
+    let store_sources = SourceStore::new(store.sources_dir());
     for r in recipes {
         let eval = eval::evaluate(r, &eval::Options::default())?;
         let all = vec![true; eval.instances.len()];
         let p = plan::plan(&eval, &store, &all);
         for (i, inst) in eval.instances.iter().enumerate() {
             if let crate::eval::Spec::Source(s) = &inst.spec {
-                sources.insert(crate::fetch::stored_name(&s.hash));
+                if let Some(name) = store_sources.path_of(&s.hash).file_name() {
+                    sources.insert(name.to_string_lossy().into_owned());
+                }
             }
             if let Some(key) = build::build_key(&eval, inst, |d| p.outputs[d]) {
                 if p.outputs[i].is_some() {
@@ -768,7 +807,7 @@ fn cmd_release(
         &eval,
         &store,
         &build::closure(&eval, &images),
-        &run.options(),
+        &run.options()?,
     );
     for (i, e) in &report.failed {
         eprintln!("error: {} failed\n{e}", eval.instances[*i].id);

@@ -30,7 +30,9 @@ pub fn plan(eval: &Evaluation, store: &Store, wanted: &[bool]) -> Plan {
             continue;
         }
         let reason = match &inst.spec {
-            Spec::Source(s) => (!crate::fetch::stored(&store.sources_dir(), &s.hash))
+            Spec::Source(s) => crate::fetch::SourceStore::new(store.sources_dir())
+                .get(&s.hash)
+                .is_none()
                 .then(|| "not fetched yet".to_string()),
             Spec::Toolchain(t) => t
                 .missing

@@ -5,7 +5,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::build::{build_key, snapshot, Options, Realised};
-use crate::eval::{BuildSpec, Evaluation, Instance, Role, Spec, ToolchainSpec};
+use crate::eval::{BuildSpec, Evaluation, Instance, Role, SourceSpec, Spec, ToolchainSpec};
+use crate::fetch::unpack::{copy_file, unpack_archive, UnpackError};
+use crate::fetch::{Fetcher, SourceSpec as FetchSpec, SourceStore, SourceUrl};
 use crate::hash::{BuildKey, OutputHash};
 use crate::progress::Progress;
 use crate::store::Store;
@@ -28,13 +30,15 @@ pub fn realise(
     let key = BuildKey(inst.key.0);
     match &inst.spec {
         Spec::Source(s) => {
-            let had = crate::fetch::stored(&store.sources_dir(), &s.hash);
+            let sources = SourceStore::new(store.sources_dir());
+            let had = sources.get(&s.hash).is_some();
             if !had {
                 progress.started(&inst.id.0);
             }
-            let path =
-                crate::fetch::fetch_source(&store.sources_dir(), &s.urls, &s.hash, &options.fetch)
-                    .map_err(|e| format!("{}: {e}", inst.id))?;
+            let spec = source_spec(inst, s)?;
+            let path = Fetcher::new(sources, options.fetch.clone())
+                .fetch(&spec)
+                .map_err(|e| format!("{}: {e}", inst.id))?;
             Ok(Realised {
                 key,
                 path: Some(path),
@@ -79,6 +83,39 @@ pub fn realise(
                 built: true,
             })
         }
+    }
+}
+
+/// The fetcher's view of a source instance.
+pub fn source_spec(inst: &Instance, s: &SourceSpec) -> Result<FetchSpec, StepError> {
+    let urls = s
+        .urls
+        .iter()
+        .map(|u| u.parse::<SourceUrl>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", inst.id))?;
+    Ok(FetchSpec {
+        name: inst.name.0.clone(),
+        urls,
+        hash: s.hash.clone(),
+    })
+}
+
+/// Unpacks the source into the build's working directory, or copies it there
+/// under its URL's file name when it is not an archive.
+fn place_source(source: &Instance, file: &Path, src: &Path) -> Result<(), UnpackError> {
+    let epoch = SOURCE_DATE_EPOCH as u64;
+    match &source.spec {
+        Spec::Source(s) if !s.unpack => {
+            let name = s
+                .urls
+                .first()
+                .and_then(|u| u.rsplit('/').next())
+                .filter(|n| !n.is_empty())
+                .unwrap_or(source.name.0.as_str());
+            copy_file(file, src, name, epoch).map(|_| ())
+        }
+        _ => unpack_archive(file, src, epoch),
     }
 }
 
@@ -139,9 +176,7 @@ fn run(
                     let file = realised(d.instance)
                         .and_then(|r| r.path)
                         .ok_or_else(|| fail("source missing", &"not fetched"))?;
-                    let unpack =
-                        matches!(&eval.instances[d.instance].spec, Spec::Source(s) if s.unpack);
-                    crate::fetch::unpack_or_copy(&file, &src, unpack, SOURCE_DATE_EPOCH)
+                    place_source(&eval.instances[d.instance], &file, &src)
                         .map_err(|e| fail("cannot unpack the source", &e))?;
                 }
                 None => fs::create_dir_all(&src)

@@ -1,98 +1,110 @@
-//! HTTP(S) downloads: timeouts, retries with backoff on transient failures, and a
-//! byte progress bar on a terminal for large files.
+//! HTTP(S) downloads: rustls on ring, redirects followed, bounded waits.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{self, Read};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use super::Options;
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
-const LARGE: u64 = 4 << 20;
+use super::error::AttemptFailure;
 
-/// Streams `url` into `sink`; the error says what went wrong.
-pub fn download(url: &str, sink: &mut dyn Write, options: &Options) -> Result<(), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(options.connect_timeout))
-        .timeout_recv_body(Some(options.body_timeout))
-        .timeout_recv_response(Some(options.read_timeout))
-        .http_status_as_error(false)
-        .max_redirects(10)
-        .build()
-        .into();
-    let mut last = String::new();
-    for attempt in 0..options.attempts.max(1) {
-        if attempt > 0 {
-            std::thread::sleep(Duration::from_millis(500 << attempt));
-        }
-        let response = match agent.get(url).call() {
-            Ok(r) => r,
-            Err(e) => {
-                last = e.to_string();
-                continue;
-            }
-        };
-        let status = response.status().as_u16();
-        if status >= 500 {
-            last = format!("HTTP {status}");
-            continue;
-        }
-        if status != 200 {
-            return Err(format!("HTTP {status}"));
-        }
-        let length = response
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let mut body = response.into_body();
-        let reader = body.as_reader();
-        // A partial body already went into the sink: retrying would append to it.
-        return copy(reader, sink, length, url);
-    }
-    Err(last)
+pub(crate) struct Http {
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    /// Built on first use: loading the system's certificates takes a while,
+    /// and most fetches are answered by the store.
+    agent: OnceLock<ureq::Agent>,
 }
 
-fn copy(
-    mut reader: impl Read,
-    sink: &mut dyn Write,
-    length: Option<u64>,
-    url: &str,
-) -> Result<(), String> {
-    let bar = (std::io::stderr().is_terminal() && length.is_some_and(|l| l >= LARGE)).then(|| {
-        let bar = indicatif::ProgressBar::new(length.unwrap_or(0));
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{msg} {bytes}/{total_bytes} {bytes_per_sec} {wide_bar}",
-        ) {
-            bar.set_style(style);
+/// An open response body and its announced length.
+pub(crate) struct Download {
+    pub(crate) length: Option<u64>,
+    pub(crate) body: Box<dyn Read + Send>,
+}
+
+impl Http {
+    pub(crate) fn new(connect_timeout: Duration, read_timeout: Duration) -> Self {
+        Http {
+            connect_timeout,
+            read_timeout,
+            agent: OnceLock::new(),
         }
-        bar.set_message(super::basename(url).to_string());
-        bar
-    });
-    if bar.is_none() {
-        eprintln!("fetching {url}");
     }
-    let mut buf = vec![0u8; 1 << 16];
-    let mut total = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) => return Err(format!("reading the body after {total} bytes: {e}")),
+
+    fn agent(&self) -> &ureq::Agent {
+        self.agent.get_or_init(|| {
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_resolve(Some(self.connect_timeout))
+                .timeout_connect(Some(self.connect_timeout))
+                .timeout_send_request(Some(self.connect_timeout))
+                // Per read, so a large download on a slow link is not cut off.
+                .timeout_per_read(Some(self.read_timeout))
+                .user_agent(concat!("bake/", env!("CARGO_PKG_VERSION")))
+                .tls_config(TlsConfig::builder().root_certs(root_certs()).build())
+                .build()
+                .new_agent()
+        })
+    }
+
+    pub(crate) fn open(&self, url: &str) -> Result<Download, AttemptFailure> {
+        let response = self.agent().get(url).call().map_err(failure_of_ureq)?;
+        match response.status().as_u16() {
+            200 => {}
+            404 | 410 => return Err(AttemptFailure::NotFound),
+            code => return Err(AttemptFailure::Status(code)),
+        }
+        let body = response.into_body();
+        Ok(Download {
+            length: body.content_length(),
+            body: Box::new(body.into_reader()),
+        })
+    }
+}
+
+/// The system's trust store, as curl and apt use it (sites behind a local CA
+/// work); Mozilla's built-in roots only when the system has none.
+fn root_certs() -> RootCerts {
+    let native = rustls_native_certs::load_native_certs();
+    let certs: Vec<Certificate<'static>> = native
+        .certs
+        .iter()
+        .map(|der| Certificate::from_der(der).to_owned())
+        .collect();
+    if certs.is_empty() {
+        RootCerts::WebPki
+    } else {
+        RootCerts::Specific(Arc::new(certs))
+    }
+}
+
+fn failure_of_ureq(error: ureq::Error) -> AttemptFailure {
+    match error {
+        ureq::Error::StatusCode(code) => AttemptFailure::Status(code),
+        ureq::Error::Timeout(t) => AttemptFailure::Timeout(t.to_string()),
+        ureq::Error::Io(e) => failure_of_io(e),
+        other => AttemptFailure::Transport(other.to_string()),
+    }
+}
+
+/// Errors while reading a body arrive as io::Error, possibly wrapping ureq's.
+pub(crate) fn failure_of_io(error: io::Error) -> AttemptFailure {
+    if !error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<ureq::Error>())
+    {
+        return match error.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                AttemptFailure::Timeout(error.to_string())
+            }
+            _ => AttemptFailure::Transport(error.to_string()),
         };
-        if n == 0 {
-            break;
-        }
-        sink.write_all(&buf[..n]).map_err(|e| e.to_string())?;
-        total += n as u64;
-        if let Some(b) = &bar {
-            b.set_position(total);
-        }
     }
-    if let Some(b) = bar {
-        b.finish_and_clear();
+    match error
+        .into_inner()
+        .map(|inner| inner.downcast::<ureq::Error>())
+    {
+        Some(Ok(inner)) => failure_of_ureq(*inner),
+        _ => AttemptFailure::Transport("transport error".into()),
     }
-    if let Some(l) = length {
-        if total != l {
-            return Err(format!("truncated: got {total} of {l} bytes"));
-        }
-    }
-    Ok(())
 }

@@ -1,262 +1,319 @@
-//! Fixed-output sources: fetched from mirrors, `debian:` or the declared URLs,
-//! checked against their hash while streaming, kept in the store by hash.
+//! Sources: fixed-output fetching into the store, mirrors, offline import and
+//! safe unpacking.
+//!
+//! A source is identified by its declared hash alone. [`Fetcher::fetch`] looks in
+//! the store, then in each mirror (by hash, then by file name), then at the
+//! source's own URLs in order; bytes are hashed while they stream into a
+//! temporary file, and only a file with the declared hash is renamed into the
+//! store.
 
 mod debian;
+mod error;
+mod hashing;
 mod http;
-mod unpack;
-mod verify;
+mod mirror;
+mod progress;
+mod store;
+pub mod unpack;
+mod url;
 
-use std::fmt;
-use std::fs;
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
+pub use error::{Attempt, AttemptFailure, FetchError};
+pub use hashing::hash_file;
+pub use mirror::{parse_mirrors, Mirror, MIRRORS_ENV};
+pub use progress::ProgressMode;
+pub use store::SourceStore;
+pub use url::SourceUrl;
+
 use crate::hash::{HashAlgo, SourceHash};
+use hashing::SourceHasher;
+use http::{failure_of_io, Download, Http};
+use mirror::Location;
+use progress::Progress;
 
-pub use unpack::{unpack, unpack_or_copy, UnpackError};
-pub use verify::hash_file;
-
-/// Where else a source may come from, tried before its own URLs.
+/// A recipe's `source` node, expanded for one instance.
 #[derive(Clone, Debug)]
-pub enum Mirror {
-    Url(String),
-    Dir(PathBuf),
+pub struct SourceSpec {
+    pub name: String,
+    /// Tried in order, after the mirrors.
+    pub urls: Vec<SourceUrl>,
+    pub hash: SourceHash,
 }
 
 #[derive(Clone, Debug)]
-pub struct Options {
+pub struct RetryPolicy {
+    /// Extra attempts per URL after a transient failure (5xx, reset, timeout).
+    pub retries: u32,
+    /// Pause before the first retry; doubled for each further one.
+    pub backoff: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct FetchOptions {
     pub mirrors: Vec<Mirror>,
-    /// Only the store and local mirrors.
+    /// Only the store, local-directory mirrors and `file://` URLs.
     pub offline: bool,
-    pub connect_timeout: Duration,
-    /// Longest wait for a response's headers.
-    pub read_timeout: Duration,
-    /// Longest time a whole body may take.
-    pub body_timeout: Duration,
-    /// Attempts per URL on transient failures (connection errors, 5xx).
-    pub attempts: u32,
-    /// The apt configuration `debian:` URLs are resolved against.
+    /// Root under which `etc/apt/` names the Debian archive for `debian:` URLs.
     pub apt_root: PathBuf,
+    pub connect_timeout: Duration,
+    /// Longest wait for any single read.
+    pub read_timeout: Duration,
+    pub retry: RetryPolicy,
+    pub progress: ProgressMode,
 }
 
-impl Options {
-    /// Mirrors are base URLs (`scheme://`) or local directories.
-    pub fn new(mirrors: &[String], offline: bool) -> Options {
-        let mirrors = mirrors
-            .iter()
-            .flat_map(|m| m.split_whitespace())
-            .filter(|m| !m.is_empty())
-            .map(|m| {
-                if m.contains("://") && !m.starts_with("file://") {
-                    Mirror::Url(m.trim_end_matches('/').to_string())
-                } else {
-                    Mirror::Dir(PathBuf::from(m.trim_start_matches("file://")))
-                }
-            })
-            .collect();
-        Options {
-            mirrors,
-            offline,
-            connect_timeout: Duration::from_secs(15),
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            mirrors: Vec::new(),
+            offline: false,
+            apt_root: PathBuf::from("/"),
+            connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
-            body_timeout: Duration::from_secs(30 * 60),
-            attempts: 3,
-            apt_root: PathBuf::from("/etc/apt"),
-        }
-    }
-}
-
-/// Every way a source could not be had, one per place tried.
-#[derive(Debug)]
-pub struct FetchError {
-    pub attempts: Vec<(String, String)>,
-}
-
-impl fmt::Display for FetchError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.attempts.is_empty() {
-            return write!(
-                f,
-                "no place to fetch from (offline, and no local mirror has it)"
-            );
-        }
-        write!(
-            f,
-            "could not fetch from any of {} places:",
-            self.attempts.len()
-        )?;
-        for (place, why) in &self.attempts {
-            write!(f, "\n  {place}: {why}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for FetchError {}
-
-/// The file name a source has in the store: `sha256-HEX`.
-pub fn stored_name(hash: &SourceHash) -> String {
-    format!("{}-{}", hash.algo.name(), hash.hex)
-}
-
-pub fn stored(dir: &Path, hash: &SourceHash) -> bool {
-    dir.join(stored_name(hash)).is_file()
-}
-
-/// The last path segment of a URL: the file name mirrors are asked for.
-fn basename(url: &str) -> &str {
-    url.rsplit('/').next().unwrap_or(url)
-}
-
-/// Places to try, in order: mirrors (by file name, then by hash), then the URLs.
-fn candidates(urls: &[String], hash: &SourceHash, options: &Options) -> Vec<String> {
-    let by_hash = format!("{}/{}", hash.algo.name(), hash.hex);
-    let mut out = Vec::new();
-    for m in &options.mirrors {
-        let base = match m {
-            Mirror::Url(u) if !options.offline => u.clone(),
-            Mirror::Url(_) => continue,
-            Mirror::Dir(d) => format!("file://{}", d.display()),
-        };
-        for u in urls {
-            out.push(format!("{base}/{}", basename(u)));
-        }
-        out.push(format!("{base}/{by_hash}"));
-    }
-    for u in urls {
-        let resolved = match u.strip_prefix("debian:") {
-            Some(path) => match debian::archive_uri(&options.apt_root) {
-                Some(archive) => format!("{archive}/{}", path.trim_start_matches('/')),
-                None => continue,
+            retry: RetryPolicy {
+                retries: 3,
+                backoff: Duration::from_secs(1),
             },
-            None => u.clone(),
-        };
-        if options.offline && !resolved.starts_with("file://") {
-            continue;
+            progress: ProgressMode::Auto,
         }
-        out.push(resolved);
     }
-    out.dedup();
-    out
 }
 
-/// Makes sure the source with `hash` is in `dir`, fetching it if needed, and
-/// returns its path. Concurrent callers (threads or processes) download it once.
+/// Fetches sources into one store; share one across threads to fetch in parallel.
+pub struct Fetcher {
+    store: SourceStore,
+    options: FetchOptions,
+    http: Http,
+    progress: Progress,
+    debian_archive: OnceLock<Result<String, String>>,
+}
+
+/// Fetches one source with a throwaway [`Fetcher`]; returns its store path.
 pub fn fetch_source(
-    dir: &Path,
-    urls: &[String],
-    hash: &SourceHash,
-    options: &Options,
+    store: &SourceStore,
+    source: &SourceSpec,
+    options: &FetchOptions,
 ) -> Result<PathBuf, FetchError> {
-    let io_err = |e: io::Error| FetchError {
-        attempts: vec![(dir.display().to_string(), e.to_string())],
-    };
-    let target = dir.join(stored_name(hash));
-    if target.is_file() {
-        return Ok(target);
+    Fetcher::new(store.clone(), options.clone()).fetch(source)
+}
+
+impl Fetcher {
+    pub fn new(store: SourceStore, options: FetchOptions) -> Self {
+        Fetcher {
+            http: Http::new(options.connect_timeout, options.read_timeout),
+            progress: Progress::new(options.progress),
+            store,
+            options,
+            debian_archive: OnceLock::new(),
+        }
     }
-    fs::create_dir_all(dir).map_err(io_err)?;
-    let lock = fs::File::create(dir.join(format!("{}.lock", stored_name(hash)))).map_err(io_err)?;
-    lock.lock().map_err(io_err)?;
-    if target.is_file() {
-        return Ok(target);
+
+    pub fn store(&self) -> &SourceStore {
+        &self.store
     }
-    let mut attempts = Vec::new();
-    for place in candidates(urls, hash, options) {
-        let tmp = dir.join(format!(
-            ".{}.{}.part",
-            stored_name(hash),
-            std::process::id()
-        ));
-        match fetch_one(&place, &tmp, hash, options) {
-            Ok(()) => {
-                fs::rename(&tmp, &target).map_err(io_err)?;
-                return Ok(target);
+
+    /// The store path of `source`, downloading it first unless the store has it.
+    pub fn fetch(&self, source: &SourceSpec) -> Result<PathBuf, FetchError> {
+        if let Some(path) = self.store.get(&source.hash) {
+            return Ok(path);
+        }
+        let _lock = self.store.lock(&source.hash)?;
+        // Another thread or process may have fetched it while we waited.
+        if let Some(path) = self.store.get(&source.hash) {
+            return Ok(path);
+        }
+        let mut attempts = Vec::new();
+        let mut skipped_remote = 0;
+        for location in self.locations(source, &mut attempts, &mut skipped_remote) {
+            match self.try_location(source, &location)? {
+                Ok(path) => return Ok(path),
+                Err(failure) => attempts.push(Attempt {
+                    location: location.to_string(),
+                    failure,
+                }),
             }
-            Err(why) => {
-                let _ = fs::remove_file(&tmp);
-                attempts.push((place, why));
+        }
+        Err(FetchError::Unavailable {
+            name: source.name.clone(),
+            hash: source.hash.clone(),
+            attempts,
+            skipped_remote,
+        })
+    }
+
+    /// Mirrors first, then the source's URLs; remote ones left out when offline.
+    fn locations(
+        &self,
+        source: &SourceSpec,
+        attempts: &mut Vec<Attempt>,
+        skipped_remote: &mut usize,
+    ) -> Vec<Location> {
+        let mut names: Vec<&str> = Vec::new();
+        for name in source.urls.iter().filter_map(SourceUrl::file_name) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let mut locations = Vec::new();
+        for mirror in &self.options.mirrors {
+            if self.options.offline && !mirror.is_local() {
+                *skipped_remote += 1;
+            } else {
+                locations.extend(mirror.locations(&source.hash, &names));
+            }
+        }
+        for url in &source.urls {
+            let location = match url {
+                SourceUrl::Http(url) => Location::Remote(url.clone()),
+                SourceUrl::File(path) => Location::Local(path.clone()),
+                SourceUrl::Debian(path) => match self.debian_location(path) {
+                    Ok(location) => location,
+                    Err(failure) => {
+                        attempts.push(Attempt {
+                            location: url.to_string(),
+                            failure,
+                        });
+                        continue;
+                    }
+                },
+            };
+            if self.options.offline && matches!(location, Location::Remote(_)) {
+                *skipped_remote += 1;
+            } else {
+                locations.push(location);
+            }
+        }
+        locations
+    }
+
+    fn debian_location(&self, path: &str) -> Result<Location, AttemptFailure> {
+        let base = self
+            .debian_archive
+            .get_or_init(|| debian::debian_archive(&self.options.apt_root))
+            .as_ref()
+            .map_err(|reason| AttemptFailure::NoDebianArchive(reason.clone()))?;
+        Ok(match base.strip_prefix("file:") {
+            Some(dir) => Location::Local(Path::new(dir.trim_start_matches("//")).join(path)),
+            None => Location::Remote(format!("{base}/{path}")),
+        })
+    }
+
+    /// The outer error is fatal (the store cannot be written); the inner one
+    /// sends us on to the next location.
+    fn try_location(
+        &self,
+        source: &SourceSpec,
+        location: &Location,
+    ) -> Result<Result<PathBuf, AttemptFailure>, FetchError> {
+        match location {
+            Location::Local(path) => {
+                let download = match open_local(path) {
+                    Ok(download) => download,
+                    Err(failure) => return Ok(Err(failure)),
+                };
+                self.receive(source, location, download, AttemptFailure::Io)
+            }
+            Location::Remote(url) => {
+                let retry = &self.options.retry;
+                let mut attempt = 0;
+                loop {
+                    let result = match self.http.open(url) {
+                        Ok(download) => self.receive(source, location, download, failure_of_io)?,
+                        Err(failure) => Err(failure),
+                    };
+                    match result {
+                        Err(failure) if failure.is_transient() && attempt < retry.retries => {
+                            std::thread::sleep(retry.backoff.saturating_mul(1 << attempt.min(16)));
+                            attempt += 1;
+                        }
+                        other => return Ok(other),
+                    }
+                }
             }
         }
     }
-    Err(FetchError { attempts })
-}
 
-/// Copies one place into `tmp`, checking the hash; the error says why not.
-fn fetch_one(place: &str, tmp: &Path, hash: &SourceHash, options: &Options) -> Result<(), String> {
-    let mut file = fs::File::create(tmp).map_err(|e| e.to_string())?;
-    let mut hasher = verify::Hasher::new(hash.algo);
-    {
-        let mut sink = HashingWriter {
-            file: &mut file,
-            hasher: &mut hasher,
-        };
-        if let Some(path) = place.strip_prefix("file://") {
-            let mut src = fs::File::open(path).map_err(|e| e.to_string())?;
-            io::copy(&mut src, &mut sink).map_err(|e| e.to_string())?;
-        } else {
-            http::download(place, &mut sink, options)?;
+    /// Streams one candidate into a temporary file and commits it if it is whole
+    /// and has the declared hash.
+    fn receive(
+        &self,
+        source: &SourceSpec,
+        location: &Location,
+        mut download: Download,
+        read_failure: fn(io::Error) -> AttemptFailure,
+    ) -> Result<Result<PathBuf, AttemptFailure>, FetchError> {
+        let mut temp = self.store.temp_file()?;
+        let mut hasher = SourceHasher::new(source.hash.algo);
+        let transfer = self
+            .progress
+            .start(&source.name, &location.to_string(), download.length);
+        let read = temp.fill_from(&mut download.body, &mut hasher, |n| transfer.advance(n))?;
+        let outcome = read
+            .map_err(read_failure)
+            .and_then(|got| match download.length {
+                Some(expected) if got != expected => {
+                    Err(AttemptFailure::Truncated { expected, got })
+                }
+                _ => Ok(got),
+            });
+        let outcome = outcome.and_then(|got| {
+            let actual = hasher.finish();
+            if actual == source.hash {
+                Ok(got)
+            } else {
+                Err(AttemptFailure::HashMismatch {
+                    expected: source.hash.clone(),
+                    actual,
+                })
+            }
+        });
+        transfer.finish(outcome.as_ref().copied());
+        match outcome {
+            Ok(_) => Ok(Ok(self.store.commit(temp, &source.hash)?)),
+            Err(failure) => Ok(Err(failure)),
         }
     }
-    file.sync_all().map_err(|e| e.to_string())?;
-    let actual = hasher.finish();
-    if actual != *hash {
-        return Err(format!("hash mismatch: expected {hash}, got {actual}"));
-    }
-    Ok(())
 }
 
-struct HashingWriter<'a> {
-    file: &'a mut fs::File,
-    hasher: &'a mut verify::Hasher,
+fn open_local(path: &Path) -> Result<Download, AttemptFailure> {
+    let file = File::open(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => AttemptFailure::NotFound,
+        _ => AttemptFailure::Io(e),
+    })?;
+    let length = file.metadata().ok().map(|m| m.len());
+    Ok(Download {
+        length,
+        body: Box::new(file),
+    })
 }
 
-impl Write for HashingWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
-    }
-}
-
-/// Adds a local file to the store under its hash (`bake import`). With `expected`,
-/// only a file matching one of them is taken: its hash names it.
+/// Adds a local file to the store (`bake import`). Without `expected` it is
+/// filed under its sha256; with it, under that hash if the bytes match.
 pub fn import_file(
-    dir: &Path,
+    store: &SourceStore,
     path: &Path,
-    expected: Option<&[SourceHash]>,
-) -> io::Result<Option<SourceHash>> {
-    let algos: Vec<HashAlgo> = match expected {
-        Some(list) => {
-            let mut a: Vec<HashAlgo> = list.iter().map(|h| h.algo).collect();
-            a.sort();
-            a.dedup();
-            a
-        }
-        None => vec![HashAlgo::Sha256],
-    };
-    for algo in algos {
-        let actual = hash_file(path, algo)?;
-        if expected.is_some_and(|list| !list.contains(&actual)) {
-            continue;
-        }
-        fs::create_dir_all(dir)?;
-        let target = dir.join(stored_name(&actual));
-        if !target.is_file() {
-            let tmp = dir.join(format!(
-                ".{}.{}.part",
-                stored_name(&actual),
-                std::process::id()
-            ));
-            fs::copy(path, &tmp)?;
-            fs::rename(&tmp, &target)?;
-        }
-        return Ok(Some(actual));
+    expected: Option<&SourceHash>,
+) -> Result<SourceHash, FetchError> {
+    let mut input = File::open(path).map_err(|e| FetchError::io("cannot open", path, e))?;
+    let mut temp = store.temp_file()?;
+    let mut hasher = SourceHasher::new(expected.map_or(HashAlgo::Sha256, |h| h.algo));
+    temp.fill_from(&mut input as &mut dyn Read, &mut hasher, |_| {})?
+        .map_err(|e| FetchError::io("cannot read", path, e))?;
+    let actual = hasher.finish();
+    if let Some(expected) = expected.filter(|e| **e != actual) {
+        return Err(FetchError::ImportMismatch {
+            path: path.to_path_buf(),
+            expected: expected.clone(),
+            actual,
+        });
     }
-    Ok(None)
+    if store.get(&actual).is_none() {
+        store.commit(temp, &actual)?;
+    }
+    Ok(actual)
 }

@@ -112,7 +112,8 @@ impl Store {
         for e in fs::read_dir(self.sources_dir())? {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if !live_sources.contains(&name) && !name.ends_with(".lock") {
+            // Dot entries are the fetcher's locks and partial downloads.
+            if !live_sources.contains(&name) && !name.starts_with('.') {
                 report.sources += 1;
                 report.bytes += tree_size(&e.path());
                 if !dry_run {
