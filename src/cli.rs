@@ -80,6 +80,18 @@ enum Command {
         /// A name (every instance) or an instance id
         target: String,
     },
+    /// Build, then build again and compare bit for bit (reproducibility)
+    Check {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// Names (every instance) or instance ids; all when none
+        targets: Vec<String>,
+        #[command(flatten)]
+        run: RunArgs,
+        /// Print {"reproducible":[ids],"differs":[{"id","files"}],"failed":[ids]}
+        #[arg(long)]
+        json: bool,
+    },
     /// Build the sysext images and write a publishable directory
     Release {
         #[command(flatten)]
@@ -345,6 +357,12 @@ pub fn main() -> i32 {
             fetch,
             jobs,
         } => cmd_fetch(&recipe, &fetch, jobs),
+        Command::Check {
+            recipe,
+            targets,
+            run,
+            json,
+        } => cmd_check(&recipe, &targets, &run, json),
         Command::Release {
             recipe,
             targets,
@@ -840,4 +858,67 @@ fn cmd_release(
         eprintln!("{}: {} images in {}", inst.id, written.len(), out.display());
     }
     Ok(())
+}
+
+fn cmd_check(
+    recipe: &RecipeArgs,
+    targets: &[String],
+    run: &RunArgs,
+    json: bool,
+) -> Result<(), Failure> {
+    let eval = recipe.evaluate()?;
+    let store = recipe.open_store()?;
+    let wanted = build::closure(&eval, &select(&eval, targets)?);
+    let options = run.options()?;
+    let built = build::build(&eval, &store, &wanted, &options);
+    let id = |i: usize| eval.instances[i].id.0.clone();
+    let mut failed: Vec<String> = built.failed.iter().map(|(i, _)| id(*i)).collect();
+    for (i, e) in &built.failed {
+        eprintln!("error: {} failed\n{e}", id(*i));
+    }
+    let mut reproducible = Vec::new();
+    let mut differs = Vec::new();
+    for (i, result) in crate::check::check(&eval, &store, &wanted, &built, &options) {
+        match result {
+            Ok(c) if c.reproducible() => {
+                eprintln!("same     {} {}", id(i), c.stored);
+                reproducible.push(id(i));
+            }
+            Ok(c) => {
+                eprintln!(
+                    "DIFFERS  {}: {} then {}; files: {}",
+                    id(i),
+                    c.stored,
+                    c.rebuilt,
+                    c.differing.join(", ")
+                );
+                differs.push(json!({"id": id(i), "files": c.differing}));
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed.push(id(i));
+            }
+        }
+    }
+    if json {
+        println!(
+            "{:#}",
+            json!({"reproducible": reproducible, "differs": differs, "failed": failed})
+        );
+    } else {
+        eprintln!(
+            "{} reproducible, {} differ, {} failed",
+            reproducible.len(),
+            differs.len(),
+            failed.len()
+        );
+    }
+    if differs.is_empty() && failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure {
+            status: EXIT_FAILURE,
+            message: None,
+        })
+    }
 }

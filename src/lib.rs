@@ -5,6 +5,7 @@
 //! exec against the `store`.
 
 pub mod build;
+pub mod check;
 pub mod cli;
 pub mod eval;
 pub mod exec;

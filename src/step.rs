@@ -10,7 +10,7 @@ use crate::fetch::unpack::{copy_file, unpack_archive, UnpackError};
 use crate::fetch::{Fetcher, SourceSpec as FetchSpec, SourceStore, SourceUrl};
 use crate::hash::{BuildKey, OutputHash};
 use crate::progress::Progress;
-use crate::store::Store;
+use crate::store::{Store, TmpDir};
 
 /// SOURCE_DATE_EPOCH of every step: fixed, so time never leaks into an output.
 /// 1980-01-01, the earliest time zip archives can hold.
@@ -152,6 +152,22 @@ fn run(
     options: &Options,
     realised: &dyn Fn(usize) -> Option<Realised>,
 ) -> Result<OutputHash, StepError> {
+    let (work, out) = produce(eval, inst, store, key, options, realised)?;
+    store
+        .commit(key, work, &out)
+        .map_err(|e| format!("{}: cannot store the output: {e}", inst.id))
+}
+
+/// Runs the step into a scratch directory of the store; returns it and the output
+/// tree inside it, not yet committed (`bake check` compares instead).
+pub fn produce(
+    eval: &Evaluation,
+    inst: &Instance,
+    store: &Store,
+    key: &BuildKey,
+    options: &Options,
+    realised: &dyn Fn(usize) -> Option<Realised>,
+) -> Result<(TmpDir, PathBuf), StepError> {
     let fail = |what: &str, e: &dyn std::fmt::Display| format!("{}: {what}: {e}", inst.id);
     let work = store
         .tmp_dir()
@@ -216,9 +232,7 @@ fn run(
         }
         Spec::Source(_) | Spec::Toolchain(_) => {}
     }
-    store
-        .commit(key, work, &out)
-        .map_err(|e| fail("cannot store the output", &e))
+    Ok((work, out))
 }
 
 fn exec_step(

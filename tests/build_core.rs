@@ -382,3 +382,27 @@ build "app" {{
         "{w}"
     );
 }
+
+#[test]
+fn check_rebuilds_and_names_what_differs() {
+    let p = Project::new();
+    p.write(
+        "r.kdl",
+        r#"
+build "stable" {
+    script "echo same > $out/s"
+}
+build "unstable" {
+    script "echo same > $out/s; head -c 16 /dev/urandom > $out/noise"
+}
+"#,
+    );
+    let out = p.bake(&["check", "r.kdl", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ids(&json["reproducible"]), ["stable"]);
+    assert_eq!(json["differs"][0]["id"], "unstable");
+    assert_eq!(json["differs"][0]["files"], serde_json::json!(["noise"]));
+    let out = p.bake(&["check", "r.kdl", "stable"]);
+    assert!(out.status.success());
+}
