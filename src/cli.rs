@@ -80,6 +80,11 @@ enum Command {
         /// A name (every instance) or an instance id
         target: String,
     },
+    /// Toolchains: what is installed, its version and identity
+    Toolchain {
+        #[command(subcommand)]
+        command: ToolchainCommand,
+    },
     /// Build, then build again and compare bit for bit (reproducibility)
     Check {
         #[command(flatten)]
@@ -145,6 +150,15 @@ enum Command {
     Verify {
         #[command(flatten)]
         store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ToolchainCommand {
+    /// Resolve every toolchain the recipes use; say what to install for missing ones
+    Check {
+        /// Recipes [default: every recipe in recipes/ at the repository root]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -357,6 +371,9 @@ pub fn main() -> i32 {
             fetch,
             jobs,
         } => cmd_fetch(&recipe, &fetch, jobs),
+        Command::Toolchain {
+            command: ToolchainCommand::Check { files },
+        } => cmd_toolchain_check(&files),
         Command::Check {
             recipe,
             targets,
@@ -919,6 +936,62 @@ fn cmd_check(
         Err(Failure {
             status: EXIT_FAILURE,
             message: None,
+        })
+    }
+}
+
+fn cmd_toolchain_check(files: &[PathBuf]) -> Result<(), Failure> {
+    let files: Vec<PathBuf> = if files.is_empty() {
+        let dir = default_store(Path::new(".")).with_file_name("recipes");
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| {
+                Failure::usage(format!("cannot list {}: {e}; name a recipe", dir.display()))
+            })?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "kdl"))
+            .collect();
+        found.sort();
+        found
+    } else {
+        files.to_vec()
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut missing = 0;
+    for f in &files {
+        let eval = eval::evaluate(f, &eval::Options::default())?;
+        for t in crate::toolchain::check(&eval) {
+            if !seen.insert(t.id.clone()) {
+                continue;
+            }
+            let identity = &t.identity.to_string()[..16];
+            match (&t.missing[..], &t.version) {
+                ([], Some(Ok(v))) => {
+                    println!("ok       {:<28} {:<20} {identity}  {v}", t.id, t.target)
+                }
+                ([], None) => println!("ok       {:<28} {:<20} {identity}", t.id, t.target),
+                ([], Some(Err(e))) => println!("BROKEN   {:<28} {:<20} {e}", t.id, t.target),
+                (m, _) => println!(
+                    "MISSING  {:<28} {:<20} not found: {}",
+                    t.id,
+                    t.target,
+                    m.join(", ")
+                ),
+            }
+            if !t.ok() {
+                missing += 1;
+                if let Some(hint) = &t.install {
+                    println!("         to install: {hint}");
+                }
+            }
+        }
+    }
+    if missing == 0 {
+        Ok(())
+    } else {
+        Err(Failure {
+            status: EXIT_FAILURE,
+            message: Some(format!("{missing} toolchain instances are not usable")),
         })
     }
 }

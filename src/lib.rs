@@ -21,4 +21,5 @@ pub mod schedule;
 pub mod step;
 pub mod store;
 pub mod sysext;
+pub mod toolchain;
 pub mod why;

@@ -136,10 +136,19 @@ fn spec(
         Body::Toolchain(t) => {
             let print = fingerprint(&labelled(&dir, &t.identity), cache)
                 .map_err(|e| fingerprint_error(&t.identity, e))?;
+            let mut vars = env(&t.env);
+            let cflags: Vec<&Selected<String>> =
+                t.cflags.iter().filter(|c| applies(c, values)).collect();
+            if let [extra, ..] = cflags[..] {
+                match vars.iter_mut().find(|(k, _)| k == "CFLAGS") {
+                    Some((_, v)) => *v = format!("{v} {}", extra.value.value),
+                    None => vars.push(("CFLAGS".into(), extra.value.value.clone())),
+                }
+            }
             Spec::Toolchain(ToolchainSpec {
                 target: select(&t.targets, values, node, id, "target", "\"TRIPLE\"")?.clone(),
                 paths: local_paths(&dir, &t.paths),
-                env: env(&t.env),
+                env: vars,
                 cache: t.cache.as_ref().map(|c| c.value.clone()),
                 identity: print.digest,
                 missing: print.missing,
@@ -148,7 +157,7 @@ fn spec(
             })
         }
         Body::Build(b) => Spec::Build(BuildSpec {
-            script: b.script.render(values),
+            script: select(&b.scripts, values, node, id, "script", "\"...\"")?.render(values),
             env: env(&b.env),
         }),
         Body::Sysext(s) => {
@@ -199,6 +208,12 @@ fn fingerprint_error(paths: &[Spanned<String>], e: std::io::Error) -> RecipeErro
     err
 }
 
+fn applies<T>(o: &Selected<T>, values: &BTreeMap<String, String>) -> bool {
+    o.when
+        .iter()
+        .all(|(k, v)| values.get(&k.value) == Some(&v.value))
+}
+
 /// The one value whose conditions hold for these axis values.
 fn select<'a, T>(
     options: &'a [Selected<T>],
@@ -208,14 +223,7 @@ fn select<'a, T>(
     field: &str,
     example: &str,
 ) -> Result<&'a T, RecipeError> {
-    let matching: Vec<&Selected<T>> = options
-        .iter()
-        .filter(|o| {
-            o.when
-                .iter()
-                .all(|(k, v)| values.get(&k.value) == Some(&v.value))
-        })
-        .collect();
+    let matching: Vec<&Selected<T>> = options.iter().filter(|o| applies(o, values)).collect();
     match matching[..] {
         [one] => Ok(&one.value.value),
         [] => {

@@ -221,13 +221,18 @@ fn own_axes(node: &Node, axes: &[Axis]) -> Result<Vec<usize>, RecipeError> {
         }
         Body::Toolchain(t) => {
             t.env.iter().try_for_each(|e| template(&e.value))?;
-            for target in &t.targets {
-                used.extend(conditions(target, axes)?);
+            for selected in t.targets.iter().chain(&t.cflags) {
+                used.extend(conditions(selected, axes)?);
             }
         }
         Body::Build(b) => {
-            template(&b.script)?;
+            let mut conds = Vec::new();
+            for s in &b.scripts {
+                template(&s.value.value)?;
+                conds.extend(conditions(s, axes)?);
+            }
             b.env.iter().try_for_each(|e| template(&e.value))?;
+            used.extend(conds);
         }
         Body::Sysext(s) => {
             template(&s.version)?;

@@ -133,6 +133,8 @@ pub struct Toolchain {
     /// Files and directories, relative to the declaring file, whose bytes are the identity.
     pub identity: Vec<Spanned<String>>,
     pub env: Vec<EnvVar>,
+    /// Extra C flags for some instances (`cflags "-mcpu=..." arch="arm64"`), added to CFLAGS.
+    pub cflags: Vec<Selected<String>>,
     /// A variable bake points at a persistent, writable directory in the store.
     pub cache: Option<Spanned<String>>,
     /// A shell command that prints the version.
@@ -148,7 +150,8 @@ pub struct Build {
     pub toolchain: Option<Reference>,
     pub inputs: Vec<Reference>,
     pub env: Vec<EnvVar>,
-    pub script: Template,
+    /// The script; several, with axis conditions, give instances scripts of their own.
+    pub scripts: Vec<Selected<Template>>,
 }
 
 /// The file system type of a sysext image.

@@ -24,6 +24,7 @@ const SOURCE_FIELDS: &[&str] = &["url", "hash", "unpack"];
 const TOOLCHAIN_FIELDS: &[&str] = &[
     "description",
     "target",
+    "cflags",
     "path",
     "identity",
     "env",
@@ -253,6 +254,10 @@ impl<'a> Parser<'a> {
             paths: self.all_strings(f, "path")?,
             identity: self.all_strings(f, "identity")?,
             env: self.env(f)?,
+            cflags: f
+                .all("cflags")
+                .map(|n| self.selected(n, |p, e| p.string(e)))
+                .collect::<Result<_>>()?,
             cache: self.optional_string(f, "cache")?,
             version: self.optional_string(f, "version")?.map(|s| s.value),
             install: self.optional_string(f, "install")?.map(|s| s.value),
@@ -260,23 +265,25 @@ impl<'a> Parser<'a> {
     }
 
     fn build(&self, f: &Fields) -> Result<Body> {
-        let script = match self.at_most_one(f, "script")? {
-            Some(n) => {
-                self.no_children(n)?;
-                let [e] = self.positional::<1>(n)?;
-                self.template(e)?
-            }
-            None => {
-                return Err(RecipeError::new("`build` needs a `script`")
-                    .help("add: script \"make && make DESTDIR=$out install\""))
-            }
-        };
+        let scripts = f
+            .all("script")
+            .map(|n| {
+                self.selected(n, |p, e| {
+                    let t = p.template(e)?;
+                    Ok(Spanned::new(t.clone(), t.loc))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if scripts.is_empty() {
+            return Err(RecipeError::new("`build` needs a `script`")
+                .help("add: script \"make && make DESTDIR=$out install\""));
+        }
         Ok(Body::Build(Build {
             source: self.optional_ref(f, "source")?,
             toolchain: self.optional_ref(f, "toolchain")?,
             inputs: self.refs(f, "input")?,
             env: self.env(f)?,
-            script,
+            scripts,
         }))
     }
 
