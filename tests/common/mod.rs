@@ -95,3 +95,55 @@ pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// A store shared by the tests that build with real toolchains, kept under
+/// cargo's target directory: zig warms its cache once per store (a minute per
+/// target), and the keepalived build is minutes, so they pay it once per checkout.
+pub fn shared_store() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("bake-store")
+}
+
+/// Runs the repository's bake on a repository recipe with the shared store.
+pub fn bake_repo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bake"))
+        .args(args)
+        .env("BAKE_CACHE", shared_store())
+        .env_remove("BAKE_MIRRORS")
+        .current_dir(root())
+        .output()
+        .unwrap()
+}
+
+/// The parsed JSON a bake command printed; panics with its stderr on a usage error.
+pub fn json_of(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// readelf's view of a binary: (machine, has PT_INTERP, has DT_NEEDED).
+pub fn elf_facts(path: &Path) -> (String, bool, bool) {
+    let run = |flag: &str| {
+        let out = Command::new("readelf")
+            .arg(flag)
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "readelf {flag} {}", path.display());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let header = run("-h");
+    let machine = header
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Machine:"))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let interp = run("-l").contains("INTERP");
+    let needed = run("-d").contains("(NEEDED)");
+    (machine, interp, needed)
+}
