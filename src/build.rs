@@ -142,15 +142,34 @@ fn source_hash(dep: &Instance) -> Option<String> {
 
 /// Builds every instance `wanted` marks (closed under dependencies).
 pub fn build(eval: &Evaluation, store: &Store, wanted: &[bool], options: &Options) -> Report {
+    // What the store already has is settled in one pass, in dependency order, so
+    // a no-op build never touches the scheduler.
+    let mut settled: Vec<Option<Realised>> = vec![None; eval.instances.len()];
+    let mut pending = wanted.to_vec();
+    for (i, inst) in eval.instances.iter().enumerate() {
+        if wanted[i] {
+            let known = |d: usize| settled[d].as_ref().and_then(|r: &Realised| r.output);
+            if let Some(r) = crate::step::already_there(eval, inst, store, known) {
+                settled[i] = Some(r);
+                pending[i] = false;
+            }
+        }
+    }
     let deps: Vec<Vec<usize>> = eval
         .instances
         .iter()
-        .map(|i| i.deps.iter().map(|d| d.instance).collect())
+        .map(|i| {
+            i.deps
+                .iter()
+                .map(|d| d.instance)
+                .filter(|d| pending[*d])
+                .collect()
+        })
         .collect();
-    let state: Mutex<Vec<Option<Realised>>> = Mutex::new(vec![None; eval.instances.len()]);
-    let total = wanted.iter().filter(|w| **w).count();
+    let state: Mutex<Vec<Option<Realised>>> = Mutex::new(settled);
+    let total = pending.iter().filter(|w| **w).count();
     let progress = Progress::new(total);
-    let results = schedule::run(&deps, wanted, options.jobs, options.keep_going, |i| {
+    let results = schedule::run(&deps, &pending, options.jobs, options.keep_going, |i| {
         let inst = &eval.instances[i];
         let realised = |d: usize| {
             state
@@ -192,8 +211,15 @@ pub fn build(eval: &Evaluation, store: &Store, wanted: &[bool], options: &Option
             return report;
         }
     };
+    let settled = state.into_inner().unwrap_or_else(|e| e.into_inner());
     for (i, r) in results.into_iter().enumerate() {
         match r {
+            None if wanted[i] => {
+                if let Some(r) = settled[i].clone() {
+                    report.cached.push(i);
+                    report.realised.insert(i, r);
+                }
+            }
             None => {}
             Some(Outcome::Done(r)) => {
                 if r.built {

@@ -119,6 +119,36 @@ fn place_source(source: &Instance, file: &Path, src: &Path) -> Result<(), Unpack
     }
 }
 
+/// The instance as the store already has it: a fetched source, an installed
+/// toolchain, an output under its build key. None when it needs work.
+pub fn already_there(
+    eval: &Evaluation,
+    inst: &Instance,
+    store: &Store,
+    output_of: impl Fn(usize) -> Option<OutputHash>,
+) -> Option<Realised> {
+    let key = BuildKey(inst.key.0);
+    match &inst.spec {
+        Spec::Source(s) => SourceStore::new(store.sources_dir())
+            .get(&s.hash)
+            .map(|path| Realised {
+                key,
+                path: Some(path),
+                output: None,
+                built: false,
+            }),
+        Spec::Toolchain(t) => t.missing.is_empty().then_some(Realised {
+            key,
+            path: None,
+            output: None,
+            built: false,
+        }),
+        Spec::Build(_) | Spec::Sysext(_) | Spec::Release(_) => {
+            cached(store, &build_key(eval, inst, output_of)?)
+        }
+    }
+}
+
 fn cached(store: &Store, key: &BuildKey) -> Option<Realised> {
     store.lookup(key).map(|record| Realised {
         key: *key,
@@ -264,12 +294,17 @@ fn exec_step(
     }
 }
 
-/// Where the final outputs are linked, like Nix's `result`.
+/// Where the final outputs are linked, like Nix's `result`. A link already
+/// pointing at its target is left alone.
 pub fn link_outputs(dir: &Path, links: &[(String, PathBuf)]) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
     for (id, target) in links {
-        let link = dir.join(id.replace('/', "-"));
-        let tmp = dir.join(format!(".{}.tmp", id.replace('/', "-")));
+        let name = id.replace('/', "-");
+        let link = dir.join(&name);
+        if fs::read_link(&link).is_ok_and(|t| t == *target) {
+            continue;
+        }
+        let tmp = dir.join(format!(".{name}.tmp"));
         let _ = fs::remove_file(&tmp);
         std::os::unix::fs::symlink(target, &tmp)?;
         fs::rename(&tmp, &link)?;
