@@ -81,13 +81,6 @@ impl Files {
             .map(|i| FileId(i as u32))
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (FileId, &File)> {
-        self.files
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (FileId(i as u32), f))
-    }
-
     pub fn named_source(&self, id: FileId) -> NamedSource<Arc<String>> {
         let f = self.get(id);
         NamedSource::new(f.display.clone(), f.text.clone())

@@ -112,10 +112,6 @@ impl Store {
         Ok(store)
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Removes the scratch of processes whose lock is no longer held.
     fn remove_debris(&self) -> io::Result<()> {
         let tmp = self.root.join("tmp");

@@ -1,0 +1,436 @@
+//! The `bake` command line: a thin layer over the library.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use miette::{GraphicalReportHandler, GraphicalTheme};
+use serde_json::json;
+
+use crate::eval::{self, Evaluation};
+use crate::fetch::{parse_mirrors, FetchOptions, Fetcher, SourceStore};
+use crate::hash::HashAlgo;
+use crate::recipe::{did_you_mean, FileId, Kind, Report};
+use crate::store::Store;
+use crate::{build, graph, plan, step};
+
+mod inspect;
+mod run;
+mod sources;
+mod upkeep;
+
+use inspect::*;
+use run::*;
+use sources::*;
+use upkeep::*;
+
+/// Exit status for a usage or recipe error.
+const EXIT_USAGE: i32 = 2;
+/// Exit status for a build or check failure.
+const EXIT_FAILURE: i32 = 1;
+
+#[derive(Parser)]
+#[command(
+    name = "bake",
+    version,
+    about = "Evaluate KDL recipes into a content-addressed build graph and build from it"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every derivation: id, kind, axes, eval key and inputs
+    Eval {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// Print {"derivations":[{"id","name","kind","axes","key","inputs"}]}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the dependency graph
+    Graph {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// Print it as Graphviz (render with `dot -Tsvg`)
+        #[arg(long)]
+        dot: bool,
+    },
+    /// Show what a build would do, and why
+    Plan {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// Names (every instance) or instance ids; all when none
+        targets: Vec<String>,
+        /// Print {"build":[{"id","reason"}],"cached":[ids]}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build the targets and what they need; only what changed runs
+    Build {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// Names (every instance) or instance ids; all when none
+        targets: Vec<String>,
+        #[command(flatten)]
+        run: RunArgs,
+        /// End with {"built":[ids],"cached":[ids],"failed":[ids],"outputs":{id:path}}
+        #[arg(long)]
+        json: bool,
+        /// Where to link the targets' outputs [default: out/ beside the store]
+        #[arg(long, value_name = "DIR")]
+        out_link: Option<PathBuf>,
+    },
+    /// Say why an instance rebuilt, or would: what changed since its last build
+    Why {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// A name (every instance) or an instance id
+        target: String,
+    },
+    /// Toolchains: what is installed, its version and identity
+    Toolchain {
+        #[command(subcommand)]
+        command: ToolchainCommand,
+    },
+    /// Build, then build again and compare bit for bit (reproducibility)
+    Check {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// Names (every instance) or instance ids; all when none
+        targets: Vec<String>,
+        #[command(flatten)]
+        run: RunArgs,
+        /// Print {"reproducible":[ids],"differs":[{"id","files"}],"failed":[ids]}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build the sysext images and write a publishable directory
+    Release {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// Release names or ids; all when none
+        targets: Vec<String>,
+        /// The directory to write (images already there are kept and listed)
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Where the directory will be served from [default: the recipe's base-url]
+        #[arg(long, value_name = "URL")]
+        base_url: Option<String>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Fetch every source the recipe needs into the store
+    Fetch {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        #[command(flatten)]
+        fetch: FetchArgs,
+        /// Downloads at once [default: 4]
+        #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 4)]
+        jobs: usize,
+    },
+    /// Add local files to the store by hash
+    Import {
+        /// Files to add
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Take only files whose hash a source of this recipe declares
+        #[arg(long = "recipe", value_name = "FILE")]
+        recipes: Vec<PathBuf>,
+        /// Take any file, named by its sha256
+        #[arg(long, conflicts_with = "recipes")]
+        any: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Delete what the given recipes do not reach (and no line of ROOT/roots names)
+    Gc {
+        /// Recipes whose current outputs and sources are kept
+        recipes: Vec<PathBuf>,
+        /// Report what would be deleted, delete nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Rehash every object; report and drop corrupt ones so they rebuild
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ToolchainCommand {
+    /// Resolve every toolchain the recipes use; say what to install for missing ones
+    Check {
+        /// Recipes [default: every recipe in recipes/ at the repository root]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    /// The store directory [default: cache/ at the repository root]
+    #[arg(long = "cache", env = "BAKE_CACHE", value_name = "DIR")]
+    cache: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The store: as given, or `cache/` at the root of the repository around `near`.
+    fn open(&self, near: &Path) -> Result<Store, Failure> {
+        let dir = self.cache.clone().unwrap_or_else(|| default_store(near));
+        Store::open(&dir)
+            .map_err(|e| Failure::usage(format!("cannot open the store {}: {e}", dir.display())))
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Steps to run at once [default: the number of cores]
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    jobs: Option<usize>,
+    /// After a failure, go on building everything that does not depend on it
+    #[arg(long)]
+    keep_going: bool,
+    #[command(flatten)]
+    fetch: FetchArgs,
+}
+
+#[derive(Args)]
+struct FetchArgs {
+    /// Mirrors tried before a source's URLs: base URLs or local directories
+    #[arg(
+        long = "mirror",
+        env = "BAKE_MIRRORS",
+        value_delimiter = ',',
+        value_name = "URL|DIR"
+    )]
+    mirrors: Vec<String>,
+    /// Use only the store and local mirrors
+    #[arg(long)]
+    offline: bool,
+}
+
+impl FetchArgs {
+    fn options(&self) -> Result<FetchOptions, Failure> {
+        let mirrors = parse_mirrors(&self.mirrors.join(","))
+            .map_err(|e| Failure::usage(format!("--mirror: {e}")))?;
+        Ok(FetchOptions {
+            mirrors,
+            offline: self.offline,
+            ..FetchOptions::default()
+        })
+    }
+}
+
+impl RunArgs {
+    fn options(&self) -> Result<build::Options, Failure> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(build::Options {
+            jobs: self.jobs.unwrap_or(cores).max(1),
+            keep_going: self.keep_going,
+            fetch: self.fetch.options()?,
+        })
+    }
+}
+
+#[derive(Args)]
+struct RecipeArgs {
+    /// The recipe file
+    file: PathBuf,
+    /// The store directory [default: cache/ at the repository root]
+    #[arg(long = "cache", env = "BAKE_CACHE", value_name = "DIR")]
+    cache: Option<PathBuf>,
+}
+
+impl RecipeArgs {
+    fn store_dir(&self) -> PathBuf {
+        self.cache
+            .clone()
+            .unwrap_or_else(|| default_store(&self.file))
+    }
+
+    fn evaluate(&self) -> Result<Evaluation, Box<Report>> {
+        eval::evaluate(
+            &self.file,
+            &eval::Options {
+                stat_cache: Some(self.store_dir().join("fingerprints")),
+            },
+        )
+    }
+
+    fn open_store(&self) -> Result<Store, Failure> {
+        let dir = self.store_dir();
+        Store::open(&dir)
+            .map_err(|e| Failure::usage(format!("cannot open the store {}: {e}", dir.display())))
+    }
+}
+
+/// Why a command failed, and with which exit status.
+struct Failure {
+    status: i32,
+    message: Option<String>,
+}
+
+impl Failure {
+    fn usage(message: String) -> Failure {
+        Failure {
+            status: EXIT_USAGE,
+            message: Some(message),
+        }
+    }
+}
+
+impl From<Box<Report>> for Failure {
+    fn from(report: Box<Report>) -> Failure {
+        print_report(&report);
+        Failure {
+            status: EXIT_USAGE,
+            message: None,
+        }
+    }
+}
+
+/// The instances TARGETS name: a build name (every instance of it), another
+/// kind's name when no build has it, or an instance id. None means all.
+fn select(eval: &Evaluation, targets: &[String]) -> Result<Vec<usize>, Failure> {
+    if targets.is_empty() {
+        return Ok((0..eval.instances.len()).collect());
+    }
+    let mut out = Vec::new();
+    for t in targets {
+        let by_id: Vec<usize> = eval.find(t).into_iter().collect();
+        let of_kind = |builds: bool| -> Vec<usize> {
+            eval.instances
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| i.name.0 == *t && (i.kind == Kind::Build) == builds)
+                .map(|(n, _)| n)
+                .collect()
+        };
+        match [by_id, of_kind(true), of_kind(false)]
+            .into_iter()
+            .find(|v| !v.is_empty())
+        {
+            Some(v) => out.extend(v),
+            None => {
+                let names = eval.instances.iter().map(|i| i.id.0.as_str());
+                let hint = did_you_mean(t, names)
+                    .map_or(String::new(), |n| format!("; did you mean `{n}`?"));
+                let file = &eval.files.get(FileId(0)).display;
+                return Err(Failure::usage(format!("no target `{t}` in {file}{hint}")));
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// `cache/` at the root of the repository holding the recipe: the nearest ancestor
+/// with a `cache` directory or a `.git`; else `./cache`.
+fn default_store(recipe: &Path) -> PathBuf {
+    let start = recipe.canonicalize().ok().and_then(|p| {
+        if p.is_dir() {
+            Some(p)
+        } else {
+            p.parent().map(Path::to_path_buf)
+        }
+    });
+    let mut dir = start.as_deref();
+    while let Some(d) = dir {
+        if d.join("cache").is_dir() || d.join(".git").exists() {
+            return d.join("cache");
+        }
+        dir = d.parent();
+    }
+    PathBuf::from("cache")
+}
+
+/// Runs bake with the process arguments and returns the exit status.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Eval { recipe, json } => recipe
+            .evaluate()
+            .map(|e| print_eval(&e, json))
+            .map_err(Failure::from),
+        Command::Graph { recipe, dot } => recipe
+            .evaluate()
+            .map(|e| print_graph(&e, dot))
+            .map_err(Failure::from),
+        Command::Plan {
+            recipe,
+            targets,
+            json,
+        } => cmd_plan(&recipe, &targets, json),
+        Command::Build {
+            recipe,
+            targets,
+            run,
+            json,
+            out_link,
+        } => cmd_build(&recipe, &targets, &run, json, out_link),
+        Command::Why { recipe, target } => cmd_why(&recipe, &target),
+        Command::Fetch {
+            recipe,
+            fetch,
+            jobs,
+        } => cmd_fetch(&recipe, &fetch, jobs),
+        Command::Toolchain {
+            command: ToolchainCommand::Check { files },
+        } => cmd_toolchain_check(&files),
+        Command::Check {
+            recipe,
+            targets,
+            run,
+            json,
+        } => cmd_check(&recipe, &targets, &run, json),
+        Command::Release {
+            recipe,
+            targets,
+            out,
+            base_url,
+            run,
+        } => cmd_release(&recipe, &targets, &out, base_url.as_deref(), &run),
+        Command::Import {
+            paths,
+            recipes,
+            any,
+            store,
+        } => cmd_import(&paths, &recipes, any, &store),
+        Command::Gc {
+            recipes,
+            dry_run,
+            store,
+        } => cmd_gc(&recipes, dry_run, &store),
+        Command::Verify { store } => cmd_verify(&store),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(f) => {
+            if let Some(m) = f.message {
+                eprintln!("error: {m}");
+            }
+            f.status
+        }
+    }
+}
+
+fn print_report(report: &Report) {
+    let theme = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let mut out = String::new();
+    let handler = GraphicalReportHandler::new_themed(theme);
+    if handler.render_report(&mut out, report).is_err() {
+        out = format!("error: {report}\n");
+    }
+    eprint!("{out}");
+}
