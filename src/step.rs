@@ -235,6 +235,19 @@ pub fn produce(
                 .map(|d| &eval.instances[d.instance]);
             let step = exec_step(b, toolchain, store, options, dep_path(Role::Input));
             let log = store.log_path(key);
+            // zig's cache has shown a race when two links for one target first need
+            // the same new artifact at once ("C compiler cannot create executables"):
+            // steps sharing a toolchain cache run one at a time per target.
+            let _cache_lock = match toolchain {
+                Some(t) if matches!(&t.spec, Spec::Toolchain(spec) if spec.cache.is_some()) => {
+                    Some(
+                        store
+                            .lock_toolchain(&t.id.0)
+                            .map_err(|e| fail("cannot lock the toolchain cache", &e))?,
+                    )
+                }
+                _ => None,
+            };
             crate::exec::run(&step, work.path(), &log).map_err(|e| format!("{}: {e}", inst.id))?;
         }
         Spec::Sysext(x) => {

@@ -176,6 +176,23 @@ impl Store {
         Ok(KeyLock { _file: f })
     }
 
+    /// Blocks until this process alone uses the cache of toolchain instance `id`.
+    pub fn lock_toolchain(&self, id: &str) -> io::Result<KeyLock> {
+        let name: String = id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let f = fs::File::create(self.root.join("locks").join(format!("{name}.lock")))?;
+        f.lock()?;
+        Ok(KeyLock { _file: f })
+    }
+
     /// A fresh scratch directory of this process.
     pub fn tmp_dir(&self) -> io::Result<TmpDir> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
