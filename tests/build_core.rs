@@ -406,3 +406,55 @@ build "unstable" {
     let out = p.bake(&["check", "r.kdl", "stable"]);
     assert!(out.status.success());
 }
+
+#[test]
+fn steps_see_a_fixed_path_a_clean_environment_and_only_loopback() {
+    let p = Project::new();
+    p.write(
+        "r.kdl",
+        r##"
+build "dep" {
+    script "echo dep > $out/d"
+}
+build "probe" {
+    input "dep"
+    env GREETING="hi"
+    script #"""
+        pwd > $out/pwd
+        env | cut -d= -f1 | sort | tr '\n' ' ' > $out/env
+        ip -o link show | cut -d: -f2 | tr -d ' \n' > $out/net
+        ip -4 addr show dev lo | grep -c 'inet 127.0.0.1' > $out/loopback
+        touch "$dep/x" 2>/dev/null && echo writable > $out/input || echo read-only > $out/input
+        umask > $out/umask
+        echo "$dep" > $out/dep-path
+        """#
+}
+"##,
+    );
+    let (code, json) = p.build("r.kdl", &[]);
+    assert_eq!(code, 0, "{json}");
+    let out = std::path::PathBuf::from(json["outputs"]["probe"].as_str().unwrap());
+    let read = |f: &str| fs::read_to_string(out.join(f)).unwrap().trim().to_string();
+    assert_eq!(read("pwd"), "/build/src");
+    assert_eq!(
+        read("env"),
+        "GREETING HOME JOBS LC_ALL PATH PWD SOURCE_DATE_EPOCH TMPDIR TZ dep out"
+    );
+    assert_eq!(read("net"), "lo");
+    assert_eq!(read("loopback"), "1");
+    assert_eq!(read("input"), "read-only");
+    assert_eq!(read("umask"), "0022");
+    assert_eq!(read("dep-path"), "/build/inputs/dep");
+}
+
+#[test]
+fn a_recipe_cannot_set_what_the_sandbox_sets() {
+    let p = Project::new();
+    p.write(
+        "r.kdl",
+        "build \"a\" {\n    env HOME=\"/root\"\n    script \"true\"\n}\n",
+    );
+    let out = p.bake(&["build", "r.kdl"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`HOME` is set by bake for every step"));
+}

@@ -128,8 +128,10 @@ impl Sandbox {
                 libc::umask(0o022);
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 check(libc::unshare(libc::CLONE_NEWNS))?;
-                // No network where a network namespace can be had; not fatal otherwise.
-                libc::unshare(libc::CLONE_NEWNET);
+                // No network but loopback where a network namespace can be had; not fatal otherwise.
+                if libc::unshare(libc::CLONE_NEWNET) == 0 {
+                    loopback_up();
+                }
                 let none = std::ptr::null();
                 check(libc::mount(
                     none,
@@ -167,6 +169,23 @@ impl Sandbox {
         }
         Ok(())
     }
+}
+
+/// Brings up `lo` in a fresh network namespace (it starts down), so steps can use
+/// 127.0.0.1. Runs between fork and exec: only system calls, no allocation.
+unsafe fn loopback_up() {
+    let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+    if fd < 0 {
+        return;
+    }
+    let mut req: libc::ifreq = std::mem::zeroed();
+    req.ifr_name[0] = b'l' as libc::c_char;
+    req.ifr_name[1] = b'o' as libc::c_char;
+    if libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req) == 0 {
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req);
+    }
+    libc::close(fd);
 }
 
 fn check(ret: libc::c_int) -> io::Result<()> {

@@ -43,6 +43,18 @@ const SYSEXT_FIELDS: &[&str] = &[
     "format",
 ];
 const RELEASE_FIELDS: &[&str] = &["sysext", "base-url"];
+/// Variables the sandbox sets itself; a recipe setting one would be silently overridden.
+const RESERVED_VARS: &[&str] = &[
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "SOURCE_DATE_EPOCH",
+    "TZ",
+    "LC_ALL",
+    "JOBS",
+    "HOST",
+    "out",
+];
 
 /// Parses one recipe file's text.
 pub fn parse(file: FileId, text: &str) -> Result<RecipeFile> {
@@ -446,6 +458,17 @@ impl<'a> Parser<'a> {
                         "invalid name",
                     )
                     .help("use letters, digits and `_`, not starting with a digit"));
+                }
+                if RESERVED_VARS.contains(&name.value.as_str()) {
+                    return Err(RecipeError::at(
+                        name.loc,
+                        format!("`{}` is set by bake for every step", name.value),
+                        "reserved variable",
+                    )
+                    .help(format!(
+                        "bake sets {}; PATH comes from the toolchain's `path`",
+                        RESERVED_VARS.join(", ")
+                    )));
                 }
                 if let Some(prev) = vars.iter().find(|v| v.name.value == name.value) {
                     return Err(RecipeError::at(
