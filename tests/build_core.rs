@@ -458,3 +458,39 @@ fn a_recipe_cannot_set_what_the_sandbox_sets() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`HOME` is set by bake for every step"));
 }
+
+#[test]
+fn gc_and_verify_refuse_while_another_bake_uses_the_store() {
+    let p = Project::new();
+    let marker = p.path("started");
+    p.write(
+        "r.kdl",
+        &format!(
+            "build \"slow\" {{\n    script \"touch {}; sleep 30; echo > $out/x\"\n}}\n",
+            marker.display()
+        ),
+    );
+    let mut child = p
+        .bake_cmd(&["build", "r.kdl"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = wait_for(30, || marker.exists());
+    let gc = p.bake(&["gc", "r.kdl"]);
+    let verify = p.bake(&["verify"]);
+    let dry = p.bake(&["gc", "r.kdl", "--dry-run"]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(started, "the build never started");
+    for out in [&gc, &verify] {
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("another bake is using this store"), "{err}");
+    }
+    assert!(dry.status.success(), "a dry run only reads");
+    assert!(
+        p.bake(&["verify"]).status.success(),
+        "free again once the build is gone"
+    );
+}

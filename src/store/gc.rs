@@ -62,6 +62,9 @@ impl Store {
         live_sources: &HashSet<String>,
         dry_run: bool,
     ) -> io::Result<GcReport> {
+        if !dry_run {
+            self.exclusive()?;
+        }
         let (root_keys, root_outputs) = self.roots();
         let mut report = GcReport::default();
         let mut kept_outputs: HashSet<OutputHash> = root_outputs;
@@ -127,6 +130,7 @@ impl Store {
     /// Rehashes every object; drops corrupt ones and the keys that point at them,
     /// so they rebuild.
     pub fn verify(&self) -> io::Result<VerifyReport> {
+        self.exclusive()?;
         let mut report = VerifyReport::default();
         for e in fs::read_dir(self.root.join("objects"))? {
             let e = e?;

@@ -53,6 +53,8 @@ pub struct Store {
     /// This process's scratch name; its lock file is held while the store is open.
     token: String,
     _tmp_lock: fs::File,
+    /// `lock`, held shared by every open store; gc and verify need it alone.
+    store_lock: fs::File,
     counter: AtomicU64,
 }
 
@@ -100,16 +102,30 @@ impl Store {
             .unwrap_or_default()
             .as_nanos();
         let token = format!("{}-{nanos}", std::process::id());
+        let store_lock = fs::File::create(root.join("lock"))?;
+        store_lock.lock_shared()?;
         let lock = fs::File::create(root.join("tmp").join(format!("{token}.lock")))?;
         lock.lock()?;
         let store = Store {
             root,
             token,
             _tmp_lock: lock,
+            store_lock,
             counter: AtomicU64::new(0),
         };
         store.remove_debris()?;
         Ok(store)
+    }
+
+    /// Takes the store for this process alone (gc, verify): fails at once when
+    /// another bake has it open, rather than delete what a running build uses.
+    fn exclusive(&self) -> io::Result<()> {
+        self.store_lock.try_lock().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "another bake is using this store; try again when it has finished",
+            )
+        })
     }
 
     /// Removes the scratch of processes whose lock is no longer held.
