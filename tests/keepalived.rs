@@ -318,40 +318,18 @@ fn slow_keepalived_images_merge_and_publish() {
         "http://127.0.0.1:8080/extensions/keepalived/keepalived-v2.3.4-x86-64.raw"
     );
     // Merged on this (x86-64) host: keepalived is there and runs; arm64 is refused.
-    let merge = |file: &str| -> String {
-        let root_dir = dir.path().join("root");
-        let _ = fs::remove_dir_all(&root_dir);
-        fs::create_dir_all(root_dir.join("var/lib/extensions")).unwrap();
-        fs::create_dir_all(root_dir.join("usr/lib")).unwrap();
-        fs::copy("/etc/os-release", root_dir.join("usr/lib/os-release")).unwrap();
-        fs::copy(
-            pub_dir.join(file),
-            root_dir.join("var/lib/extensions/keepalived.raw"),
+    let merge = |file: &str| {
+        common::merge_and_run(
+            &pub_dir.join(file),
+            "keepalived",
+            dir.path(),
+            "usr/bin/keepalived --version",
         )
-        .unwrap();
-        let script = format!(
-            "mount -t tmpfs tmpfs /run && mount --bind {r} {r} && mount --make-rshared {r} && \
-             systemd-sysext --root={r} merge >/dev/null 2>&1; \
-             if [ -x {r}/usr/bin/keepalived ]; then {r}/usr/bin/keepalived --version 2>&1 | head -n 1; else echo refused; fi",
-            r = root_dir.display()
-        );
-        let out = Command::new("timeout")
-            .args([
-                "60",
-                "unshare",
-                "-m",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                &script,
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    assert!(merge("keepalived-v2.3.4-x86-64.raw").starts_with("Keepalived v2.3.4"));
-    assert_eq!(merge("keepalived-v2.3.4-arm64.raw"), "refused");
+    let (ran, log) = merge("keepalived-v2.3.4-x86-64.raw");
+    assert!(ran.starts_with("Keepalived v2.3.4"), "{log}");
+    let (ran, log) = merge("keepalived-v2.3.4-arm64.raw");
+    assert_eq!(ran, "refused", "{log}");
 }
 
 /// Two network namespaces joined by a veth pair, each running keepalived; removed,

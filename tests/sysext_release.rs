@@ -127,57 +127,25 @@ fn image_tree_and_extension_release_are_exact() {
     }
 }
 
-/// Merges `images` into a fresh root with systemd-sysext inside a private mount
-/// namespace (the root a shared mount in it, so the overlay systemd-sysext mounts
-/// from its own namespace shows here, and nowhere on the host); returns the last
-/// line (what usr/bin/app printed, or no-app) and all the output.
-fn merge(p: &Project, images: &[&str]) -> (String, String) {
-    let root = p.path("root");
-    let _ = fs::remove_dir_all(&root);
-    fs::create_dir_all(root.join("var/lib/extensions")).unwrap();
-    fs::create_dir_all(root.join("usr/lib")).unwrap();
-    fs::copy("/etc/os-release", root.join("usr/lib/os-release")).unwrap();
-    for i in images {
-        fs::copy(
-            p.path("pub").join(i),
-            root.join("var/lib/extensions")
-                .join(i.replace("-v1.0-x86-64", "").replace("-v1.0-arm64", "")),
-        )
-        .unwrap();
-    }
-    let script = format!(
-        "mount -t tmpfs tmpfs /run && mount --bind {root} {root} && mount --make-rshared {root} && \
-         systemd-sysext --root={root} merge 2>&1; \
-         if [ -x {root}/usr/bin/app ]; then {root}/usr/bin/app; else echo no-app; fi; \
-         systemd-sysext --root={root} unmerge >/dev/null 2>&1; true",
-        root = root.display()
-    );
-    let out = Command::new("timeout")
-        .args([
-            "60",
-            "unshare",
-            "-m",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let last = text.lines().last().unwrap_or("").to_string();
-    (last, text)
-}
-
 #[test]
 fn systemd_sysext_merges_the_host_arch_and_refuses_the_other() {
     let p = project(&["1.0"], "squashfs");
     release(&p, "pub");
-    let (ran, log) = merge(&p, &["app-v1.0-x86-64.raw"]);
+    let image = |f: &str| p.path("pub").join(f);
+    let (ran, log) = common::merge_and_run(
+        &image("app-v1.0-x86-64.raw"),
+        "app",
+        p.dir.path(),
+        "usr/bin/app",
+    );
     assert_eq!(ran, "app 1.0", "{log}");
-    let (ran, log) = merge(&p, &["app-v1.0-arm64.raw"]);
-    assert_eq!(ran, "no-app", "{log}");
+    let (ran, log) = common::merge_and_run(
+        &image("app-v1.0-arm64.raw"),
+        "app",
+        p.dir.path(),
+        "usr/bin/app",
+    );
+    assert_eq!(ran, "refused", "{log}");
 }
 
 #[test]

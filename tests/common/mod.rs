@@ -147,3 +147,46 @@ pub fn elf_facts(path: &Path) -> (String, bool, bool) {
     let needed = run("-d").contains("(NEEDED)");
     (machine, interp, needed)
 }
+
+/// Merges `image` (as extension NAME) with systemd-sysext into a fresh root under
+/// `work`, inside a private mount namespace in which that root is a shared mount
+/// (so the overlay systemd-sysext mounts from its own namespace shows there, and
+/// nowhere on the host), then runs the merged `bin ARGS`. Returns the last line of
+/// output (what `bin` printed, or `refused` when the image was not merged) and
+/// the whole output.
+pub fn merge_and_run(image: &Path, name: &str, work: &Path, bin: &str) -> (String, String) {
+    let root = work.join("root");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("var/lib/extensions")).unwrap();
+    std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+    std::fs::copy("/etc/os-release", root.join("usr/lib/os-release")).unwrap();
+    std::fs::copy(
+        image,
+        root.join("var/lib/extensions").join(format!("{name}.raw")),
+    )
+    .unwrap();
+    let script = format!(
+        "mount -t tmpfs tmpfs /run && mount --bind {r} {r} && mount --make-rshared {r} && \
+         systemd-sysext --root={r} merge 2>&1; \
+         if [ -x {r}/{exe} ]; then {r}/{bin} 2>&1 | head -n 1; else echo refused; fi; \
+         systemd-sysext --root={r} unmerge >/dev/null 2>&1; true",
+        r = root.display(),
+        exe = bin.split_whitespace().next().unwrap_or(bin),
+    );
+    let out = Command::new("timeout")
+        .args([
+            "60",
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let last = text.lines().last().unwrap_or("").trim().to_string();
+    (last, text)
+}
