@@ -174,7 +174,7 @@ fn walk(path: &Path, rel: &Path, h: &mut blake3::Hasher, cache: &mut StatCache) 
     } else if meta.is_file() {
         let exec = meta.permissions().mode() & 0o111 != 0;
         h.update(if exec { b"x" } else { b"f" });
-        h.update(&cache.file_digest(path, &meta)?.0);
+        h.update(cache.file_digest(path, &meta)?.as_bytes());
     } else {
         // Devices, fifos, sockets: their type is all there is to hash (reading a
         // fifo would block).

@@ -1,22 +1,20 @@
-//! The dependency DAG: ordering, cycle paths, and Graphviz output.
+//! Graphs: ordering declared nodes (with the path of a cycle), and the DAG of
+//! instances that the later stages walk.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::fmt::Write;
 
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
-use crate::eval::Evaluation;
-
 /// Orders nodes so that each comes after everything it depends on, ties broken by
 /// index (definition order), so the order is stable. `deps[n]` lists what `n`
 /// depends on, each with a label (where the reference was written). On a cycle,
 /// returns it as `(node, label of its edge to the next node)`, closing back on the
 /// first.
-pub fn order_nodes<L: Copy>(deps: &[Vec<(usize, L)>]) -> Result<Vec<usize>, Vec<(usize, L)>> {
+pub fn order<L: Copy>(deps: &[Vec<(usize, L)>]) -> Result<Vec<usize>, Vec<(usize, L)>> {
     let mut g: DiGraph<usize, L> = DiGraph::with_capacity(deps.len(), deps.len());
     let ids: Vec<NodeIndex> = (0..deps.len()).map(|i| g.add_node(i)).collect();
     for (n, ds) in deps.iter().enumerate() {
@@ -87,45 +85,116 @@ fn find_cycle<L: Copy>(g: &DiGraph<usize, L>) -> Vec<(usize, L)> {
     path.into_iter().map(|(n, l)| (g[n], l)).collect()
 }
 
-/// The evaluated instances as a Graphviz digraph, an edge from each dependency to
-/// its dependent.
-pub fn to_dot(eval: &Evaluation) -> String {
-    let mut out = String::from("digraph bake {\n  rankdir=LR;\n  node [fontname=\"monospace\"];\n");
-    for inst in &eval.instances {
-        let shape = match inst.kind {
-            crate::recipe::Kind::Source => "note",
-            crate::recipe::Kind::Toolchain => "component",
-            crate::recipe::Kind::Build => "box",
-            crate::recipe::Kind::Sysext => "box3d",
-            crate::recipe::Kind::Release => "folder",
-        };
-        let _ = writeln!(
-            out,
-            "  {} [label={}, shape={shape}];",
-            dot_id(&inst.id.0),
-            dot_id(&format!("{}\n{}", inst.id, &inst.key.to_string()[..12]))
-        );
-    }
-    for inst in &eval.instances {
-        for dep in &inst.deps {
-            let _ = writeln!(
-                out,
-                "  {} -> {};",
-                dot_id(&eval.instances[dep.instance].id.0),
-                dot_id(&inst.id.0)
-            );
-        }
-    }
-    out.push_str("}\n");
-    out
+/// A DAG that owns its nodes and their edges. A node is added after everything it
+/// depends on, so index order is a dependency order and no cycle can be made.
+#[derive(Clone, Debug)]
+pub struct Dag<N, E> {
+    nodes: Vec<N>,
+    deps: Vec<Vec<(usize, E)>>,
+    dependents: Vec<Vec<usize>>,
 }
 
-fn dot_id(s: &str) -> String {
-    let escaped = s
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n");
-    format!("\"{escaped}\"")
+impl<N, E> Default for Dag<N, E> {
+    fn default() -> Self {
+        Dag {
+            nodes: Vec::new(),
+            deps: Vec::new(),
+            dependents: Vec::new(),
+        }
+    }
+}
+
+impl<N, E> Dag<N, E> {
+    /// Adds `node` depending on `deps`, each an index of a node already added.
+    pub fn push(&mut self, node: N, deps: Vec<(usize, E)>) -> usize {
+        let index = self.nodes.len();
+        for (d, _) in &deps {
+            debug_assert!(*d < index, "a dependency is added before its dependents");
+            self.dependents[*d].push(index);
+        }
+        self.nodes.push(node);
+        self.deps.push(deps);
+        self.dependents.push(Vec::new());
+        index
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn node(&self, i: usize) -> &N {
+        &self.nodes[i]
+    }
+
+    /// Every node with its index, dependencies first.
+    pub fn nodes(&self) -> impl Iterator<Item = (usize, &N)> {
+        self.nodes.iter().enumerate()
+    }
+
+    /// What node `i` depends on, with the edge's label.
+    pub fn deps(&self, i: usize) -> &[(usize, E)] {
+        &self.deps[i]
+    }
+
+    /// The nodes that depend on node `i` directly.
+    pub fn dependents(&self, i: usize) -> &[usize] {
+        &self.dependents[i]
+    }
+
+    /// The nodes `targets` need, themselves included.
+    pub fn closure(&self, targets: &[usize]) -> Selection {
+        let mut wanted = vec![false; self.nodes.len()];
+        let mut stack = targets.to_vec();
+        while let Some(i) = stack.pop() {
+            if !std::mem::replace(&mut wanted[i], true) {
+                stack.extend(self.deps[i].iter().map(|(d, _)| *d));
+            }
+        }
+        Selection(wanted)
+    }
+
+    /// Every node.
+    pub fn all(&self) -> Selection {
+        Selection(vec![true; self.nodes.len()])
+    }
+}
+
+/// A set of the nodes of one graph.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selection(Vec<bool>);
+
+impl Selection {
+    /// The selection of `len` nodes holding those `member` says.
+    pub fn from_fn(len: usize, member: impl FnMut(usize) -> bool) -> Selection {
+        Selection((0..len).map(member).collect())
+    }
+
+    pub fn contains(&self, i: usize) -> bool {
+        self.0.get(i).copied().unwrap_or(false)
+    }
+
+    pub fn remove(&mut self, i: usize) {
+        if let Some(m) = self.0.get_mut(i) {
+            *m = false;
+        }
+    }
+
+    /// The members, in index order.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| **m)
+            .map(|(i, _)| i)
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.iter().filter(|m| **m).count()
+    }
 }
 
 #[cfg(test)]
@@ -136,7 +205,7 @@ mod tests {
     fn orders_dependencies_first_and_stably() {
         // 0 depends on 2, 1 on nothing, 2 on 1.
         let deps = vec![vec![(2, ())], vec![], vec![(1, ())]];
-        assert_eq!(order_nodes(&deps).unwrap(), vec![1, 2, 0]);
+        assert_eq!(order(&deps).unwrap(), vec![1, 2, 0]);
     }
 
     #[test]
@@ -148,13 +217,25 @@ mod tests {
             vec![(0, 'c')],
             vec![(0, 'd')],
         ];
-        let cycle = order_nodes(&deps).unwrap_err();
+        let cycle = order(&deps).unwrap_err();
         assert_eq!(cycle, vec![(0, 'a'), (1, 'b'), (2, 'c')]);
+    }
+
+    #[test]
+    fn dag_knows_dependents_and_closures() {
+        let mut g: Dag<&str, ()> = Dag::default();
+        let a = g.push("a", vec![]);
+        let b = g.push("b", vec![(a, ())]);
+        let c = g.push("c", vec![(b, ())]);
+        let d = g.push("d", vec![]);
+        assert_eq!(g.dependents(a), &[b]);
+        assert_eq!(g.closure(&[c]).iter().collect::<Vec<_>>(), vec![a, b, c]);
+        assert!(!g.closure(&[c]).contains(d));
     }
 
     #[test]
     fn self_loop_is_a_cycle() {
         let deps = vec![vec![], vec![(1, 'x')]];
-        assert_eq!(order_nodes(&deps).unwrap_err(), vec![(1, 'x')]);
+        assert_eq!(order(&deps).unwrap_err(), vec![(1, 'x')]);
     }
 }

@@ -8,11 +8,15 @@ use std::str::FromStr;
 
 /// A raw 32-byte blake3 digest.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Digest(pub [u8; 32]);
+pub struct Digest([u8; 32]);
 
 impl Digest {
     pub fn of(bytes: &[u8]) -> Self {
         Digest(*blake3::hash(bytes).as_bytes())
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 
     pub fn to_hex(&self) -> String {
@@ -51,7 +55,17 @@ macro_rules! digest_newtype {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
-        pub struct $name(pub Digest);
+        pub struct $name(Digest);
+
+        impl $name {
+            pub fn new(digest: Digest) -> Self {
+                $name(digest)
+            }
+
+            pub fn digest(&self) -> Digest {
+                self.0
+            }
+        }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -93,6 +107,13 @@ digest_newtype!(
     /// blake3 over the canonical serialisation of an output tree.
     OutputHash
 );
+
+impl EvalKey {
+    /// Sources and toolchains are what they declare: their eval key is their build key.
+    pub fn as_build_key(self) -> BuildKey {
+        BuildKey(self.0)
+    }
+}
 
 /// The digest algorithms a `source` may declare (`sha256:`, `sha512:`, `blake3:`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]

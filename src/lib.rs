@@ -1,25 +1,26 @@
 //! bake: declarative KDL recipes evaluated into a content-addressed build graph.
 //!
 //! The pipeline, one module per stage: `recipe` (parse and model) -> `eval`
-//! (imports, matrix expansion, keys) -> `graph` (the DAG) -> plan / schedule /
-//! exec against the `store`.
+//! (imports, matrix expansion, eval keys) -> `realise` (settle against the
+//! `store`, then `schedule` the rest, each step in `exec`'s sandbox). What each
+//! kind of node is and does lives in `derivation`, one file per kind.
+//!
+//! The public modules are what the `bake` binary, the tests and the benchmarks use.
 
-pub mod build;
-pub mod check;
 pub mod cli;
 pub mod eval;
-pub mod exec;
 pub mod fetch;
-pub mod fingerprint;
 pub mod graph;
 pub mod hash;
-pub mod plan;
-pub mod progress;
-pub mod recipe;
-pub mod release;
+pub mod names;
 pub mod schedule;
-pub mod step;
-pub mod store;
-pub mod sysext;
-pub mod toolchain;
-pub mod why;
+
+mod derivation;
+mod exec;
+mod fingerprint;
+mod progress;
+mod realise;
+mod recipe;
+mod release;
+mod store;
+mod sysext;

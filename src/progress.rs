@@ -56,14 +56,6 @@ impl Progress {
         }
     }
 
-    /// A message that must not be torn by the live line.
-    pub fn println(&self, text: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(text),
-            None => line(text),
-        }
-    }
-
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();

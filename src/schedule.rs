@@ -5,6 +5,8 @@
 
 use std::sync::mpsc;
 
+use crate::graph::{Dag, Selection};
+
 /// How one step of the schedule ended.
 #[derive(Debug)]
 pub enum Outcome<T, E> {
@@ -16,14 +18,14 @@ pub enum Outcome<T, E> {
     NotStarted,
 }
 
-/// Runs `step` for every node marked in `wanted` (which must be closed under
-/// dependencies), each after all of its dependencies succeeded. `deps[n]` lists
-/// what node `n` depends on. Results are indexed like `deps`; nodes not wanted are
-/// `None`. `step` is told the results of nothing: it reads what it needs from
-/// shared state its closure owns.
-pub fn run<T, E, F>(
-    deps: &[Vec<usize>],
-    wanted: &[bool],
+/// Runs `step` for every node of `graph` in `wanted`, each after those of its
+/// dependencies that are wanted too succeeded (the others are taken as done).
+/// Results are indexed like the graph's nodes; nodes not wanted are `None`.
+/// `step` is told the results of nothing: it reads what it needs from shared
+/// state its closure owns.
+pub fn run<N, L, T, E, F>(
+    graph: &Dag<N, L>,
+    wanted: &Selection,
     jobs: usize,
     keep_going: bool,
     step: F,
@@ -33,17 +35,23 @@ where
     E: Send,
     F: Fn(usize) -> Result<T, E> + Sync,
 {
-    let n = deps.len();
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let mut waiting: Vec<usize> = vec![0; n];
-    for (node, ds) in deps.iter().enumerate().filter(|(i, _)| wanted[*i]) {
-        for &d in ds {
-            dependents[d].push(node);
-        }
-        waiting[node] = ds.len();
-    }
+    let n = graph.len();
+    let dependents: Vec<Vec<usize>> = (0..n)
+        .map(|i| {
+            let of = graph.dependents(i).iter().copied();
+            of.filter(|d| wanted.contains(*d)).collect()
+        })
+        .collect();
+    let waiting_on = |i: usize| {
+        graph
+            .deps(i)
+            .iter()
+            .filter(|(d, _)| wanted.contains(*d))
+            .count()
+    };
+    let mut waiting: Vec<usize> = (0..n).map(waiting_on).collect();
     let mut results: Vec<Option<Outcome<T, E>>> = (0..n).map(|_| None).collect();
-    let mut ready: Vec<usize> = (0..n).filter(|&i| wanted[i] && waiting[i] == 0).collect();
+    let mut ready: Vec<usize> = wanted.iter().filter(|&i| waiting[i] == 0).collect();
     // Lowest index first: the evaluation order, so runs are alike from one to the next.
     ready.reverse();
     let pool = rayon::ThreadPoolBuilder::new()
@@ -90,7 +98,7 @@ where
         }
     });
     for (i, r) in results.iter_mut().enumerate() {
-        if wanted[i] && r.is_none() {
+        if wanted.contains(i) && r.is_none() {
             *r = Some(Outcome::NotStarted);
         }
     }
@@ -119,12 +127,20 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 
+    fn dag(deps: &[&[usize]]) -> Dag<(), ()> {
+        let mut g = Dag::default();
+        for ds in deps {
+            g.push((), ds.iter().map(|d| (*d, ())).collect());
+        }
+        g
+    }
+
     #[test]
     fn runs_dependencies_first() {
         // 0 <- 1 <- 2, and 3 alone
-        let deps = vec![vec![], vec![0], vec![1], vec![]];
+        let g = dag(&[&[], &[0], &[1], &[]]);
         let log = Mutex::new(Vec::new());
-        let r = run(&deps, &[true; 4], 2, false, |n| {
+        let r = run(&g, &g.all(), 2, false, |n| {
             log.lock().unwrap().push(n);
             Ok::<_, ()>(n)
         })
@@ -138,9 +154,9 @@ mod tests {
     #[test]
     fn failure_fails_dependents_only_with_keep_going() {
         // 0 fails; 1 depends on 0; 2..6 are independent.
-        let deps = vec![vec![], vec![0], vec![], vec![], vec![], vec![]];
+        let g = dag(&[&[], &[0], &[], &[], &[], &[]]);
         let ran = AtomicUsize::new(0);
-        let r = run(&deps, &[true; 6], 1, true, |n| {
+        let r = run(&g, &g.all(), 1, true, |n| {
             ran.fetch_add(1, Ordering::SeqCst);
             if n == 0 {
                 Err("boom")
@@ -157,8 +173,8 @@ mod tests {
 
     #[test]
     fn failure_stops_new_steps_by_default() {
-        let deps = vec![vec![], vec![0], vec![], vec![]];
-        let r = run(&deps, &[true; 4], 1, false, |n| {
+        let g = dag(&[&[], &[0], &[], &[]]);
+        let r = run(&g, &g.all(), 1, false, |n| {
             if n == 0 {
                 Err(())
             } else {
@@ -174,8 +190,9 @@ mod tests {
 
     #[test]
     fn unwanted_nodes_do_not_run() {
-        let deps = vec![vec![], vec![0]];
-        let r = run(&deps, &[true, false], 2, false, |_| Ok::<_, ()>(())).unwrap();
+        let g = dag(&[&[], &[0]]);
+        let only_first = Selection::from_fn(2, |i| i == 0);
+        let r = run(&g, &only_first, 2, false, |_| Ok::<_, ()>(())).unwrap();
         assert!(matches!(r[0], Some(Outcome::Done(()))));
         assert!(r[1].is_none());
     }

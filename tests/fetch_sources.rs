@@ -11,8 +11,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bake::fetch::{
-    fetch_source, import_file, parse_mirrors, FetchError, FetchOptions, Fetcher, ProgressMode,
-    RetryPolicy, SourceSpec, SourceStore,
+    import_file, parse_mirrors, FetchError, FetchOptions, Fetcher, ProgressMode, RetryPolicy,
+    SourceSpec, SourceStore,
 };
 use bake::hash::SourceHash;
 use sha2::Digest as _;
@@ -164,6 +164,15 @@ fn serve(
     };
     let _ = stream.write_all(&reply);
     let _ = stream.flush();
+}
+
+/// Fetches one source with a fetcher of its own.
+fn fetch_source(
+    store: &SourceStore,
+    source: &SourceSpec,
+    options: &FetchOptions,
+) -> Result<std::path::PathBuf, FetchError> {
+    Fetcher::new(store.clone(), options.clone()).fetch(source)
 }
 
 fn sha256_of(bytes: &[u8]) -> SourceHash {

@@ -138,9 +138,9 @@ fn keys(text: &str) -> BTreeMap<String, String> {
         Ok(e) => e,
         Err(r) => panic!("{}: {:?}\n{text}", r.message(), r.location()),
     };
-    e.instances
-        .iter()
-        .map(|i| (i.id.0.clone(), i.key.to_string()))
+    e.graph
+        .nodes()
+        .map(|(_, i)| (i.id.to_string(), i.key.to_string()))
         .collect()
 }
 

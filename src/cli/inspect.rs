@@ -1,130 +1,156 @@
 //! Commands that look without building: eval, graph, plan, why.
 
 use super::*;
+use crate::realise::{settle, State};
 
 pub(super) fn print_eval(e: &Evaluation, as_json: bool) {
-    let mut stdout = std::io::stdout().lock();
+    let inputs = |i: usize| -> Vec<&str> {
+        e.graph
+            .deps(i)
+            .iter()
+            .map(|(d, _)| e.instance(*d).id.as_str())
+            .collect()
+    };
     if as_json {
         let derivations: Vec<_> = e
-            .instances
-            .iter()
-            .map(|i| {
-                let axes: serde_json::Map<String, serde_json::Value> =
-                    i.axes.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-                let inputs: Vec<&str> = i
-                    .deps
+            .graph
+            .nodes()
+            .map(|(n, i)| {
+                let axes: serde_json::Map<String, serde_json::Value> = i
+                    .axes
                     .iter()
-                    .map(|d| e.instances[d.instance].id.0.as_str())
+                    .map(|(k, v)| (k.to_string(), json!(v.as_str())))
                     .collect();
                 json!({
-                    "id": i.id.0,
-                    "name": i.name.0,
-                    "kind": i.kind.name(),
+                    "id": i.id.as_str(),
+                    "name": i.name.as_str(),
+                    "kind": i.kind().name(),
                     "axes": axes,
                     "key": i.key.to_string(),
-                    "inputs": inputs,
+                    "inputs": inputs(n),
                 })
             })
             .collect();
-        let doc = json!({ "derivations": derivations });
-        let _ = writeln!(stdout, "{doc:#}");
+        outln!("{:#}", json!({ "derivations": derivations }));
         return;
     }
-    let width = e.instances.iter().map(|i| i.id.0.len()).max().unwrap_or(0);
-    for i in &e.instances {
-        let inputs: Vec<&str> = i
-            .deps
-            .iter()
-            .map(|d| e.instances[d.instance].id.0.as_str())
-            .collect();
-        let arrow = if inputs.is_empty() {
-            String::new()
+    let width = e
+        .graph
+        .nodes()
+        .map(|(_, i)| i.id.as_str().len())
+        .max()
+        .unwrap_or(0);
+    for (n, i) in e.graph.nodes() {
+        let inputs = inputs(n);
+        let key = i.key.to_string();
+        let kind = i.kind().name();
+        if inputs.is_empty() {
+            outln!("{}  {kind:<9} {}", &key[..16], i.id);
         } else {
-            format!("  <- {}", inputs.join(", "))
-        };
-        let id = if arrow.is_empty() {
-            i.id.0.clone()
-        } else {
-            format!("{:<width$}", i.id.0)
-        };
-        let _ = writeln!(
-            stdout,
-            "{}  {:<9} {id}{arrow}",
-            &i.key.to_string()[..16],
-            i.kind.name()
-        );
+            let id = i.id.as_str();
+            outln!(
+                "{}  {kind:<9} {id:<width$}  <- {}",
+                &key[..16],
+                inputs.join(", ")
+            );
+        }
     }
 }
 
 pub(super) fn print_graph(e: &Evaluation, dot: bool) {
-    let mut stdout = std::io::stdout().lock();
     if dot {
-        let _ = stdout.write_all(graph::to_dot(e).as_bytes());
+        write_out(format_args!("{}", to_dot(e)));
         return;
     }
-    for i in &e.instances {
-        let _ = writeln!(stdout, "{}", i.id);
-        for d in &i.deps {
-            let _ = writeln!(stdout, "  <- {}", e.instances[d.instance].id);
+    for (n, i) in e.graph.nodes() {
+        outln!("{}", i.id);
+        for (d, _) in e.graph.deps(n) {
+            outln!("  <- {}", e.instance(*d).id);
         }
     }
+}
+
+/// The instances as a Graphviz digraph, an edge from each dependency to its dependent.
+fn to_dot(e: &Evaluation) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("digraph bake {\n  rankdir=LR;\n  node [fontname=\"monospace\"];\n");
+    for (_, inst) in e.graph.nodes() {
+        let shape = match inst.kind() {
+            Kind::Source => "note",
+            Kind::Toolchain => "component",
+            Kind::Build => "box",
+            Kind::Sysext => "box3d",
+            Kind::Release => "folder",
+        };
+        let label = format!("{}\n{}", inst.id, &inst.key.to_string()[..12]);
+        let _ = writeln!(
+            out,
+            "  {} [label={}, shape={shape}];",
+            dot_id(inst.id.as_str()),
+            dot_id(&label)
+        );
+    }
+    for (n, inst) in e.graph.nodes() {
+        for (d, _) in e.graph.deps(n) {
+            let from = dot_id(e.instance(*d).id.as_str());
+            let _ = writeln!(out, "  {from} -> {};", dot_id(inst.id.as_str()));
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn dot_id(s: &str) -> String {
+    let escaped = s
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
+    format!("\"{escaped}\"")
 }
 
 pub(super) fn cmd_plan(recipe: &RecipeArgs, targets: &[String], json: bool) -> Result<(), Failure> {
     let eval = recipe.evaluate()?;
     let store = recipe.open_store()?;
-    let wanted = build::closure(&eval, &select(&eval, targets)?);
-    let p = plan::plan(&eval, &store, &wanted);
-    let id = |i: usize| eval.instances[i].id.0.as_str();
-    let mut stdout = std::io::stdout().lock();
+    let (_, wanted) = select(&eval, targets)?;
+    let settled = settle(&eval, &store, &wanted);
+    let id = |i: usize| eval.instance(i).id.as_str();
     if json {
-        let build: Vec<_> = p
-            .build
-            .iter()
-            .map(|s| json!({"id": id(s.instance), "reason": s.reason}))
+        let build: Vec<_> = settled
+            .todo()
+            .map(|(i, reason)| json!({"id": id(i), "reason": reason.to_string()}))
             .collect();
-        let cached: Vec<&str> = p.cached.iter().map(|&i| id(i)).collect();
-        let _ = writeln!(stdout, "{:#}", json!({"build": build, "cached": cached}));
-    } else {
-        let width = p
-            .build
-            .iter()
-            .map(|s| id(s.instance).len())
-            .max()
-            .unwrap_or(0);
-        for s in &p.build {
-            let _ = writeln!(stdout, "build  {:<width$}  {}", id(s.instance), s.reason);
-        }
-        let _ = writeln!(
-            stdout,
-            "{} to build, {} cached",
-            p.build.len(),
-            p.cached.len()
-        );
+        let cached: Vec<&str> = settled.ready().map(|(i, _)| id(i)).collect();
+        outln!("{:#}", json!({"build": build, "cached": cached}));
+        return Ok(());
     }
+    let width = settled.todo().map(|(i, _)| id(i).len()).max().unwrap_or(0);
+    for (i, reason) in settled.todo() {
+        outln!("build  {:<width$}  {reason}", id(i));
+    }
+    outln!(
+        "{} to build, {} cached",
+        settled.todo().count(),
+        settled.ready().count()
+    );
     Ok(())
 }
 
 pub(super) fn cmd_why(recipe: &RecipeArgs, target: &str) -> Result<(), Failure> {
     let eval = recipe.evaluate()?;
     let store = recipe.open_store()?;
-    let selected = select(&eval, &[target.to_string()])?;
-    let wanted = build::closure(&eval, &selected);
-    let p = plan::plan(&eval, &store, &wanted);
-    let mut stdout = std::io::stdout().lock();
+    let (selected, wanted) = select(&eval, &[target.to_string()])?;
+    let settled = settle(&eval, &store, &wanted);
     for i in selected {
-        let inst = &eval.instances[i];
-        let _ = match p.build.iter().find(|s| s.instance == i) {
-            None => writeln!(stdout, "{}: up to date", inst.id),
-            Some(s) => {
-                let changes = plan::changes(&eval, &store, i, &p.outputs);
-                let _ = writeln!(stdout, "{}: would build: {}", inst.id, s.reason);
-                for c in changes {
-                    let _ = writeln!(stdout, "  {c}");
+        let inst = eval.instance(i);
+        match settled.state(i) {
+            Some(State::Todo(reason)) => {
+                outln!("{}: would build: {reason}", inst.id);
+                for line in reason.details() {
+                    outln!("  {line}");
                 }
-                Ok(())
             }
-        };
+            _ => outln!("{}: up to date", inst.id),
+        }
     }
     Ok(())
 }

@@ -1,28 +1,55 @@
 //! The `bake` command line: a thin layer over the library.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use clap::{Args, Parser, Subcommand};
-use miette::{GraphicalReportHandler, GraphicalTheme};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme};
 use serde_json::json;
 
 use crate::eval::{self, Evaluation};
-use crate::fetch::{parse_mirrors, FetchOptions, Fetcher, SourceStore};
+use crate::fetch::{parse_mirrors, FetchOptions};
+use crate::graph::Selection;
 use crate::hash::HashAlgo;
-use crate::recipe::{did_you_mean, FileId, Kind, Report};
+use crate::realise::{self, Realiser};
+use crate::recipe::{Kind, Report};
 use crate::store::Store;
-use crate::{build, graph, plan, step};
 
+/// Writes a line to stdout. A closed pipe (`bake eval big.kdl | head -1`) ends
+/// bake quietly, as it ends `cat`.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes a line to stderr; a closed stderr is no reason to panic.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+mod docs;
 mod inspect;
 mod run;
 mod sources;
 mod upkeep;
 
+use docs::*;
 use inspect::*;
 use run::*;
 use sources::*;
 use upkeep::*;
+
+fn write_out(args: std::fmt::Arguments) {
+    use std::io::Write as _;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
 
 /// Exit status for a usage or recipe error.
 const EXIT_USAGE: i32 = 2;
@@ -161,6 +188,17 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Print a shell completion script: bake completions bash > /etc/bash_completion.d/bake
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): bake man | man -l -
+    Man {
+        /// Write bake.1 and one bake-COMMAND.1 per command into DIR instead
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -205,7 +243,7 @@ struct FetchArgs {
     /// Mirrors tried before a source's URLs: base URLs or local directories
     #[arg(
         long = "mirror",
-        env = "BAKE_MIRRORS",
+        env = crate::fetch::MIRRORS_ENV,
         value_delimiter = ',',
         value_name = "URL|DIR"
     )]
@@ -228,9 +266,9 @@ impl FetchArgs {
 }
 
 impl RunArgs {
-    fn options(&self) -> Result<build::Options, Failure> {
+    fn options(&self) -> Result<realise::Options, Failure> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Ok(build::Options {
+        Ok(realise::Options {
             jobs: self.jobs.unwrap_or(cores).max(1),
             keep_going: self.keep_going,
             fetch: self.fetch.options()?,
@@ -283,11 +321,19 @@ impl Failure {
             message: Some(message),
         }
     }
+
+    /// A build or check failure, already reported.
+    fn failed() -> Failure {
+        Failure {
+            status: EXIT_FAILURE,
+            message: None,
+        }
+    }
 }
 
 impl From<Box<Report>> for Failure {
     fn from(report: Box<Report>) -> Failure {
-        print_report(&report);
+        print_diagnostic(report.as_ref());
         Failure {
             status: EXIT_USAGE,
             message: None,
@@ -295,40 +341,11 @@ impl From<Box<Report>> for Failure {
     }
 }
 
-/// The instances TARGETS name: a build name (every instance of it), another
-/// kind's name when no build has it, or an instance id. None means all.
-fn select(eval: &Evaluation, targets: &[String]) -> Result<Vec<usize>, Failure> {
-    if targets.is_empty() {
-        return Ok((0..eval.instances.len()).collect());
-    }
-    let mut out = Vec::new();
-    for t in targets {
-        let by_id: Vec<usize> = eval.find(t).into_iter().collect();
-        let of_kind = |builds: bool| -> Vec<usize> {
-            eval.instances
-                .iter()
-                .enumerate()
-                .filter(|(_, i)| i.name.0 == *t && (i.kind == Kind::Build) == builds)
-                .map(|(n, _)| n)
-                .collect()
-        };
-        match [by_id, of_kind(true), of_kind(false)]
-            .into_iter()
-            .find(|v| !v.is_empty())
-        {
-            Some(v) => out.extend(v),
-            None => {
-                let names = eval.instances.iter().map(|i| i.id.0.as_str());
-                let hint = did_you_mean(t, names)
-                    .map_or(String::new(), |n| format!("; did you mean `{n}`?"));
-                let file = &eval.files.get(FileId(0)).display;
-                return Err(Failure::usage(format!("no target `{t}` in {file}{hint}")));
-            }
-        }
-    }
-    out.sort_unstable();
-    out.dedup();
-    Ok(out)
+/// The instances TARGETS name, with everything they need.
+fn select(eval: &Evaluation, targets: &[String]) -> Result<(Vec<usize>, Selection), Failure> {
+    let selected = eval.select(targets).map_err(Failure::usage)?;
+    let wanted = eval.graph.closure(&selected);
+    Ok((selected, wanted))
 }
 
 /// `cache/` at the root of the repository holding the recipe: the nearest ancestor
@@ -409,19 +426,25 @@ pub fn main() -> i32 {
             store,
         } => cmd_gc(&recipes, dry_run, &store),
         Command::Verify { store } => cmd_verify(&store),
+        Command::Completions { shell } => {
+            print_completions(shell, &mut Cli::command());
+            Ok(())
+        }
+        Command::Man { dir } => man(&Cli::command(), dir.as_deref()),
     };
     match result {
         Ok(()) => 0,
         Err(f) => {
             if let Some(m) = f.message {
-                eprintln!("error: {m}");
+                errln!("error: {m}");
             }
             f.status
         }
     }
 }
 
-fn print_report(report: &Report) {
+/// Prints a diagnostic with its source snippet, labels and help, as miette draws it.
+fn print_diagnostic(d: &dyn Diagnostic) {
     let theme = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         GraphicalTheme::unicode()
     } else {
@@ -429,8 +452,9 @@ fn print_report(report: &Report) {
     };
     let mut out = String::new();
     let handler = GraphicalReportHandler::new_themed(theme);
-    if handler.render_report(&mut out, report).is_err() {
-        out = format!("error: {report}\n");
+    if handler.render_report(&mut out, d).is_err() {
+        out = format!("error: {d}\n");
     }
-    eprint!("{out}");
+    use std::io::Write as _;
+    let _ = std::io::stderr().write_all(out.as_bytes());
 }

@@ -1,6 +1,15 @@
 //! Commands that build: build, check, release.
 
 use super::*;
+use crate::derivation::Spec;
+
+/// Prints each failed step's diagnostic.
+fn report_failures(eval: &Evaluation, report: &realise::Report) {
+    for (i, e) in &report.failed {
+        errln!("error: {} failed", eval.instance(*i).id);
+        print_diagnostic(e);
+    }
+}
 
 pub(super) fn cmd_build(
     recipe: &RecipeArgs,
@@ -11,57 +20,49 @@ pub(super) fn cmd_build(
 ) -> Result<(), Failure> {
     let eval = recipe.evaluate()?;
     let store = recipe.open_store()?;
-    let selected = select(&eval, targets)?;
-    let wanted = build::closure(&eval, &selected);
-    let report = build::build(&eval, &store, &wanted, &run.options()?);
-    let id = |i: usize| eval.instances[i].id.0.clone();
-    for (i, e) in &report.failed {
-        eprintln!("error: {} failed\n{e}", id(*i));
-    }
+    let (selected, wanted) = select(&eval, targets)?;
+    let report = Realiser::new(&eval, &store, run.options()?).build(&wanted);
+    report_failures(&eval, &report);
     // Link the outputs of what was asked for: the named targets, or the graph's ends.
-    let is_dependency: Vec<bool> = {
-        let mut v = vec![false; eval.instances.len()];
-        for &i in &selected {
-            for d in &eval.instances[i].deps {
-                v[d.instance] = true;
-            }
-        }
-        v
-    };
-    let links: Vec<(String, PathBuf)> = selected
+    let links: Vec<(&crate::names::InstanceId, PathBuf)> = selected
         .iter()
-        .filter(|&&i| !targets.is_empty() || !is_dependency[i])
+        .filter(|&&i| !targets.is_empty() || eval.graph.dependents(i).is_empty())
         .filter_map(|&i| {
             let r = report.realised.get(&i)?;
             r.output?;
-            Some((id(i), r.path.clone()?))
+            Some((&eval.instance(i).id, r.path.clone()?))
         })
         .collect();
     let link_dir = out_link.unwrap_or_else(|| recipe.store_dir().with_file_name("out"));
-    if let Err(e) = step::link_outputs(&link_dir, &links) {
-        eprintln!(
+    if let Err(e) = link_outputs(&link_dir, &links) {
+        errln!(
             "warning: cannot link outputs into {}: {e}",
             link_dir.display()
         );
     }
+    let id = |i: &usize| eval.instance(*i).id.as_str();
     if json {
-        let ids = |v: &[usize]| v.iter().map(|&i| id(i)).collect::<Vec<_>>();
-        let failed: Vec<String> = report.failed.iter().map(|(i, _)| id(*i)).collect();
+        let failed: Vec<&str> = report.failed.iter().map(|(i, _)| id(i)).collect();
         let outputs: serde_json::Map<String, serde_json::Value> = report
             .realised
             .iter()
             .filter(|(_, r)| r.output.is_some())
-            .filter_map(|(i, r)| Some((id(*i), json!(r.path.as_ref()?.display().to_string()))))
+            .filter_map(|(i, r)| {
+                Some((
+                    id(i).to_string(),
+                    json!(r.path.as_ref()?.display().to_string()),
+                ))
+            })
             .collect();
         let doc = json!({
-            "built": ids(&report.built),
-            "cached": ids(&report.cached),
+            "built": report.built.iter().map(id).collect::<Vec<_>>(),
+            "cached": report.cached.iter().map(id).collect::<Vec<_>>(),
             "failed": failed,
             "outputs": outputs,
         });
-        println!("{doc:#}");
+        outln!("{doc:#}");
     } else {
-        eprintln!(
+        errln!(
             "{} built, {} cached, {} failed, {} not run",
             report.built.len(),
             report.cached.len(),
@@ -72,11 +73,34 @@ pub(super) fn cmd_build(
     if report.ok() {
         Ok(())
     } else {
-        Err(Failure {
-            status: EXIT_FAILURE,
-            message: None,
-        })
+        Err(Failure::failed())
     }
+}
+
+/// Where the final outputs are linked, like Nix's `result`: at the instance id as
+/// a path (`out/keepalived@2.3.4/arm64`), so no two ids share a link. A link
+/// already pointing at its target is left alone.
+fn link_outputs(dir: &Path, links: &[(&crate::names::InstanceId, PathBuf)]) -> std::io::Result<()> {
+    for (id, target) in links {
+        let link = dir.join(id.as_path());
+        if std::fs::read_link(&link).is_ok_and(|t| t == *target) {
+            continue;
+        }
+        let parent = link.parent().unwrap_or(dir);
+        // A recipe that gained an axis: the old link stands where a directory goes.
+        if std::fs::symlink_metadata(parent).is_ok_and(|m| m.file_type().is_symlink()) {
+            std::fs::remove_file(parent)?;
+        }
+        std::fs::create_dir_all(parent)?;
+        let tmp = parent.join(format!(".{}.tmp", id.file_name()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(target, &tmp)?;
+        if std::fs::symlink_metadata(&link).is_ok_and(|m| m.is_dir()) {
+            std::fs::remove_dir_all(&link)?;
+        }
+        std::fs::rename(&tmp, &link)?;
+    }
+    Ok(())
 }
 
 pub(super) fn cmd_check(
@@ -87,24 +111,22 @@ pub(super) fn cmd_check(
 ) -> Result<(), Failure> {
     let eval = recipe.evaluate()?;
     let store = recipe.open_store()?;
-    let wanted = build::closure(&eval, &select(&eval, targets)?);
-    let options = run.options()?;
-    let built = build::build(&eval, &store, &wanted, &options);
-    let id = |i: usize| eval.instances[i].id.0.clone();
+    let (_, wanted) = select(&eval, targets)?;
+    let realiser = Realiser::new(&eval, &store, run.options()?);
+    let built = realiser.build(&wanted);
+    report_failures(&eval, &built);
+    let id = |i: usize| eval.instance(i).id.to_string();
     let mut failed: Vec<String> = built.failed.iter().map(|(i, _)| id(*i)).collect();
-    for (i, e) in &built.failed {
-        eprintln!("error: {} failed\n{e}", id(*i));
-    }
     let mut reproducible = Vec::new();
     let mut differs = Vec::new();
-    for (i, result) in crate::check::check(&eval, &store, &wanted, &built, &options) {
+    for (i, result) in realiser.check(&wanted, &built) {
         match result {
             Ok(c) if c.reproducible() => {
-                eprintln!("same     {} {}", id(i), c.stored);
+                errln!("same     {} {}", id(i), c.stored);
                 reproducible.push(id(i));
             }
             Ok(c) => {
-                eprintln!(
+                errln!(
                     "DIFFERS  {}: {} then {}; files: {}",
                     id(i),
                     c.stored,
@@ -114,18 +136,19 @@ pub(super) fn cmd_check(
                 differs.push(json!({"id": id(i), "files": c.differing}));
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {} could not be rebuilt", id(i));
+                print_diagnostic(&e);
                 failed.push(id(i));
             }
         }
     }
     if json {
-        println!(
+        outln!(
             "{:#}",
             json!({"reproducible": reproducible, "differs": differs, "failed": failed})
         );
     } else {
-        eprintln!(
+        errln!(
             "{} reproducible, {} differ, {} failed",
             reproducible.len(),
             differs.len(),
@@ -135,10 +158,7 @@ pub(super) fn cmd_check(
     if differs.is_empty() && failed.is_empty() {
         Ok(())
     } else {
-        Err(Failure {
-            status: EXIT_FAILURE,
-            message: None,
-        })
+        Err(Failure::failed())
     }
 }
 
@@ -151,9 +171,11 @@ pub(super) fn cmd_release(
 ) -> Result<(), Failure> {
     let eval = recipe.evaluate()?;
     let store = recipe.open_store()?;
-    let releases: Vec<usize> = select(&eval, targets)?
+    let releases: Vec<usize> = eval
+        .select(targets)
+        .map_err(Failure::usage)?
         .into_iter()
-        .filter(|&i| eval.instances[i].kind == Kind::Release)
+        .filter(|&i| eval.instance(i).kind() == Kind::Release)
         .collect();
     if releases.is_empty() {
         return Err(Failure::usage(format!(
@@ -164,17 +186,10 @@ pub(super) fn cmd_release(
     // The images, built as usual; the directory itself is written here, not in the store.
     let images: Vec<usize> = releases
         .iter()
-        .flat_map(|&r| eval.instances[r].deps.iter().map(|d| d.instance))
+        .flat_map(|&r| eval.graph.deps(r).iter().map(|(d, _)| *d))
         .collect();
-    let report = build::build(
-        &eval,
-        &store,
-        &build::closure(&eval, &images),
-        &run.options()?,
-    );
-    for (i, e) in &report.failed {
-        eprintln!("error: {} failed\n{e}", eval.instances[*i].id);
-    }
+    let report = Realiser::new(&eval, &store, run.options()?).build(&eval.graph.closure(&images));
+    report_failures(&eval, &report);
     if !report.ok() {
         return Err(Failure {
             status: EXIT_FAILURE,
@@ -182,25 +197,26 @@ pub(super) fn cmd_release(
         });
     }
     for r in releases {
-        let inst = &eval.instances[r];
+        let inst = eval.instance(r);
         let url = match (base_url, &inst.spec) {
             (Some(u), _) => u.to_string(),
-            (None, crate::eval::Spec::Release(spec)) => spec.base_url.clone().ok_or_else(|| {
+            (None, Spec::Release(spec)) => spec.base_url.clone().ok_or_else(|| {
                 Failure::usage(format!("{} has no base-url: pass --base-url URL", inst.id))
             })?,
             (None, _) => continue,
         };
-        let paths: Vec<PathBuf> = inst
-            .deps
+        let paths: Vec<PathBuf> = eval
+            .graph
+            .deps(r)
             .iter()
-            .filter_map(|d| report.realised.get(&d.instance)?.path.clone())
+            .filter_map(|(d, _)| report.realised.get(d)?.path.clone())
             .collect();
-        let written = crate::release::write(&inst.name.0, &paths, &url, out)
+        let written = crate::release::write(inst.name.as_str(), &paths, &url, out)
             .map_err(|e| Failure::usage(format!("cannot write {}: {e}", out.display())))?;
         for image in &written {
-            println!("{}  {}", image.sha256, out.join(&image.file).display());
+            outln!("{}  {}", image.sha256, out.join(&image.file).display());
         }
-        eprintln!("{}: {} images in {}", inst.id, written.len(), out.display());
+        errln!("{}: {} images in {}", inst.id, written.len(), out.display());
     }
     Ok(())
 }

@@ -9,42 +9,39 @@ pub(super) fn cmd_fetch(
 ) -> Result<(), Failure> {
     let eval = recipe.evaluate()?;
     let store = recipe.open_store()?;
-    let fetcher = Fetcher::new(SourceStore::new(store.sources_dir()), fetch.options()?);
-    let sources: Vec<crate::fetch::SourceSpec> = eval
-        .instances
-        .iter()
-        .filter_map(|i| match &i.spec {
-            crate::eval::Spec::Source(s) => Some(step::source_spec(i, s)),
-            _ => None,
-        })
-        .collect::<Result<_, _>>()
-        .map_err(Failure::usage)?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(jobs.max(1))
-        .build()
-        .map_err(|e| Failure::usage(format!("cannot start threads: {e}")))?;
-    let results: Vec<_> = pool.install(|| {
-        use rayon::prelude::*;
-        sources.par_iter().map(|s| fetcher.fetch(s)).collect()
+    // Fetching is realising the source instances, the same way a build does.
+    let sources = Selection::from_fn(eval.graph.len(), |i| {
+        eval.instance(i).kind() == Kind::Source
     });
-    let mut failed = 0;
-    for (s, r) in sources.iter().zip(results) {
-        match r {
-            Ok(path) => println!("{}  {}", s.hash, path.display()),
-            Err(e) => {
-                failed += 1;
-                eprintln!("error: {}: {e}", s.name);
-            }
+    let options = realise::Options {
+        jobs: jobs.max(1),
+        keep_going: true,
+        fetch: fetch.options()?,
+    };
+    let report = Realiser::new(&eval, &store, options).build(&sources);
+    for i in sources.iter() {
+        let inst = eval.instance(i);
+        let hash = match &inst.spec {
+            crate::derivation::Spec::Source(s) => s.hash.to_string(),
+            _ => continue,
+        };
+        if let Some(path) = report.realised.get(&i).and_then(|r| r.path.as_ref()) {
+            outln!("{hash}  {}", path.display());
         }
     }
-    if failed == 0 {
+    for (i, e) in &report.failed {
+        errln!("error: {}", eval.instance(*i).id);
+        print_diagnostic(e);
+    }
+    if report.failed.is_empty() {
         Ok(())
     } else {
         Err(Failure {
             status: EXIT_FAILURE,
             message: Some(format!(
-                "{failed} of {} sources could not be fetched",
-                sources.len()
+                "{} of {} sources could not be fetched",
+                report.failed.len(),
+                sources.count()
             )),
         })
     }
@@ -64,13 +61,13 @@ pub(super) fn cmd_import(
     let mut expected = Vec::new();
     for r in recipes {
         let eval = eval::evaluate(r, &eval::Options::default())?;
-        expected.extend(eval.instances.iter().filter_map(|i| match &i.spec {
-            crate::eval::Spec::Source(s) => Some(s.hash.clone()),
+        expected.extend(eval.graph.nodes().filter_map(|(_, i)| match &i.spec {
+            crate::derivation::Spec::Source(s) => Some(s.hash.clone()),
             _ => None,
         }));
     }
     let store = store.open(recipes.first().map_or(Path::new("."), PathBuf::as_path))?;
-    let sources = SourceStore::new(store.sources_dir());
+    let sources = store.sources();
     let mut algos: Vec<HashAlgo> = expected.iter().map(|h| h.algo).collect();
     algos.sort();
     algos.dedup();
@@ -90,27 +87,24 @@ pub(super) fn cmd_import(
             }
         };
         match result {
-            Ok(Some(hash)) => println!("{hash}  {}", p.display()),
+            Ok(Some(hash)) => outln!("{hash}  {}", p.display()),
             Ok(None) => {
                 refused += 1;
-                eprintln!(
+                errln!(
                     "error: {}: its hash matches no source of the given recipes",
                     p.display()
                 );
             }
             Err(e) => {
                 refused += 1;
-                eprintln!("error: {}: {e}", p.display());
+                errln!("error: {}: {e}", p.display());
             }
         }
     }
     if refused == 0 {
         Ok(())
     } else {
-        Err(Failure {
-            status: EXIT_FAILURE,
-            message: None,
-        })
+        Err(Failure::failed())
     }
 }
 

@@ -10,29 +10,29 @@ pub(super) fn cmd_gc(
     let store = store_args.open(recipes.first().map_or(Path::new("."), PathBuf::as_path))?;
     let mut live = std::collections::HashSet::new();
     let mut sources = std::collections::HashSet::new();
-    let store_sources = SourceStore::new(store.sources_dir());
+    let store_sources = store.sources();
     for r in recipes {
         let eval = eval::evaluate(r, &eval::Options::default())?;
-        let all = vec![true; eval.instances.len()];
-        let p = plan::plan(&eval, &store, &all);
-        for (i, inst) in eval.instances.iter().enumerate() {
-            if let crate::eval::Spec::Source(s) = &inst.spec {
+        for (_, inst) in eval.graph.nodes() {
+            if let crate::derivation::Spec::Source(s) = &inst.spec {
                 if let Some(name) = store_sources.path_of(&s.hash).file_name() {
                     sources.insert(name.to_string_lossy().into_owned());
                 }
             }
-            if let Some(key) = build::build_key(&eval, inst, |d| p.outputs[d]) {
-                if p.outputs[i].is_some() {
-                    live.insert(key);
-                }
-            }
         }
+        let settled = realise::settle(&eval, &store, &eval.graph.all());
+        live.extend(
+            settled
+                .ready()
+                .filter(|(_, r)| r.output.is_some())
+                .map(|(_, r)| r.key),
+        );
     }
     let report = store
         .gc(&live, &sources, dry_run)
         .map_err(|e| Failure::usage(format!("gc failed: {e}")))?;
     let verb = if dry_run { "would free" } else { "freed" };
-    println!(
+    outln!(
         "{verb} {:.1} MiB: {} keys, {} objects, {} logs, {} sources",
         report.bytes as f64 / (1 << 20) as f64,
         report.keys,
@@ -49,9 +49,9 @@ pub(super) fn cmd_verify(store_args: &StoreArgs) -> Result<(), Failure> {
         .verify()
         .map_err(|e| Failure::usage(format!("verify failed: {e}")))?;
     for o in &report.corrupt {
-        println!("corrupt object {o}: dropped, it will rebuild");
+        outln!("corrupt object {o}: dropped, it will rebuild");
     }
-    println!(
+    outln!(
         "{} objects checked, {} corrupt, {} keys dropped",
         report.checked,
         report.corrupt.len(),
@@ -60,10 +60,7 @@ pub(super) fn cmd_verify(store_args: &StoreArgs) -> Result<(), Failure> {
     if report.corrupt.is_empty() {
         Ok(())
     } else {
-        Err(Failure {
-            status: EXIT_FAILURE,
-            message: None,
-        })
+        Err(Failure::failed())
     }
 }
 
@@ -87,28 +84,27 @@ pub(super) fn cmd_toolchain_check(files: &[PathBuf]) -> Result<(), Failure> {
     let mut missing = 0;
     for f in &files {
         let eval = eval::evaluate(f, &eval::Options::default())?;
-        for t in crate::toolchain::check(&eval) {
+        let instances = eval.graph.nodes().map(|(_, i)| (&i.id, &i.spec));
+        for t in crate::derivation::check_toolchains(instances) {
             if !seen.insert(t.id.clone()) {
                 continue;
             }
-            let identity = &t.identity.to_string()[..16];
-            match (&t.missing[..], &t.version) {
-                ([], Some(Ok(v))) => {
-                    println!("ok       {:<28} {:<20} {identity}  {v}", t.id, t.target)
+            let spec = t.spec;
+            let identity = &spec.identity.to_string()[..16];
+            let (id, target) = (t.id.as_str(), &spec.target);
+            match (&spec.missing[..], &t.version) {
+                ([], Some(Ok(v))) => outln!("ok       {id:<28} {target:<20} {identity}  {v}"),
+                ([], None) => outln!("ok       {id:<28} {target:<20} {identity}"),
+                ([], Some(Err(e))) => outln!("BROKEN   {id:<28} {target:<20} {e}"),
+                (m, _) => {
+                    let m: Vec<String> = m.iter().map(|p| p.display().to_string()).collect();
+                    outln!("MISSING  {id:<28} {target:<20} not found: {}", m.join(", "))
                 }
-                ([], None) => println!("ok       {:<28} {:<20} {identity}", t.id, t.target),
-                ([], Some(Err(e))) => println!("BROKEN   {:<28} {:<20} {e}", t.id, t.target),
-                (m, _) => println!(
-                    "MISSING  {:<28} {:<20} not found: {}",
-                    t.id,
-                    t.target,
-                    m.join(", ")
-                ),
             }
             if !t.ok() {
                 missing += 1;
-                if let Some(hint) = &t.install {
-                    println!("         to install: {hint}");
+                if let Some(hint) = &spec.install {
+                    outln!("         to install: {hint}");
                 }
             }
         }

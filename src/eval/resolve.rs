@@ -3,24 +3,11 @@
 
 use std::collections::HashMap;
 
+use crate::derivation::{AxisUses, Spec};
 use crate::graph;
 use crate::recipe::{
-    did_you_mean, Axis, Body, Kind, Loc, Node, NodeName, RecipeError, Reference, Selected, Spanned,
-    Template,
+    did_you_mean, Axis, Kind, Loc, Node, NodeName, RecipeError, Reference, Role, Spanned,
 };
-
-/// How a node uses one of its dependencies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    /// A build's `source`: unpacked as its working directory.
-    Source,
-    /// A build's `toolchain`.
-    Toolchain,
-    /// A build's or sysext's `input`: its output, by name.
-    Input,
-    /// A release's `sysext`: every instance, not one.
-    Gather,
-}
 
 #[derive(Clone, Copy, Debug)]
 pub struct NodeDep {
@@ -48,7 +35,7 @@ pub fn resolve(axes: &[Axis], nodes: &[Node]) -> Result<Resolved, RecipeError> {
         .iter()
         .map(|d| d.iter().map(|d| (d.node, d.loc)).collect())
         .collect();
-    let order = graph::order_nodes(&edges).map_err(|cycle| cycle_error(&cycle, nodes))?;
+    let order = graph::order(&edges).map_err(|cycle| cycle_error(&cycle, nodes))?;
     let mut node_axes: Vec<Vec<usize>> = nodes
         .iter()
         .map(|n| own_axes(n, axes))
@@ -113,41 +100,16 @@ fn references(
     nodes: &[Node],
     by_name: &HashMap<(Kind, &NodeName), usize>,
 ) -> Result<Vec<NodeDep>, RecipeError> {
-    let mut out = Vec::new();
-    let mut add = |r: &Reference, role: Role, kinds: &[Kind]| -> Result<(), RecipeError> {
-        let node = lookup(r, kinds, nodes, by_name)?;
-        out.push(NodeDep {
-            node,
-            role,
-            loc: r.loc,
-        });
-        Ok(())
-    };
-    match &node.body {
-        Body::Source(_) | Body::Toolchain(_) => {}
-        Body::Build(b) => {
-            if let Some(s) = &b.source {
-                add(s, Role::Source, &[Kind::Source])?;
-            }
-            if let Some(t) = &b.toolchain {
-                add(t, Role::Toolchain, &[Kind::Toolchain])?;
-            }
-            for i in &b.inputs {
-                add(i, Role::Input, &[Kind::Build, Kind::Source])?;
-            }
-        }
-        Body::Sysext(s) => {
-            for i in &s.inputs {
-                add(i, Role::Input, &[Kind::Build])?;
-            }
-        }
-        Body::Release(r) => {
-            for s in &r.sysexts {
-                add(s, Role::Gather, &[Kind::Sysext])?;
-            }
-        }
-    }
-    Ok(out)
+    Spec::references(&node.body)
+        .into_iter()
+        .map(|r| {
+            Ok(NodeDep {
+                node: lookup(r.to, r.kinds, nodes, by_name)?,
+                role: r.role,
+                loc: r.to.loc,
+            })
+        })
+        .collect()
 }
 
 fn lookup(
@@ -178,13 +140,13 @@ fn lookup(
     let candidates = nodes
         .iter()
         .filter(|n| kinds.contains(&n.kind()))
-        .map(|n| n.name.value.0.as_str());
+        .map(|n| n.name.value.as_str());
     let err = RecipeError::at(
         r.loc,
         format!("no {wanted} named `{}`", r.value),
         "unknown name",
     );
-    Err(match did_you_mean(&r.value.0, candidates) {
+    Err(match did_you_mean(r.value.as_str(), candidates) {
         Some(near) => err.help(format!("did you mean `{near}`?")),
         None => err.help(format!("define it: {} \"{}\" {{ ... }}", kinds[0], r.value)),
     })
@@ -193,8 +155,8 @@ fn lookup(
 fn cycle_error(cycle: &[(usize, Loc)], nodes: &[Node]) -> RecipeError {
     let names: Vec<&str> = cycle
         .iter()
-        .map(|(n, _)| nodes[*n].name.value.0.as_str())
-        .chain(cycle.first().map(|(n, _)| nodes[*n].name.value.0.as_str()))
+        .map(|(n, _)| nodes[*n].name.value.as_str())
+        .chain(cycle.first().map(|(n, _)| nodes[*n].name.value.as_str()))
         .collect();
     let mut err = RecipeError::new(format!("dependency cycle: {}", names.join(" -> ")));
     for (i, (_, loc)) in cycle.iter().enumerate() {
@@ -205,40 +167,16 @@ fn cycle_error(cycle: &[(usize, Loc)], nodes: &[Node]) -> RecipeError {
 
 /// The axes a node names itself: its placeholders and its `AXIS="value"` conditions.
 fn own_axes(node: &Node, axes: &[Axis]) -> Result<Vec<usize>, RecipeError> {
+    let mut uses = AxisUses::default();
+    Spec::axes(&node.body, &mut uses);
     let mut used = Vec::new();
-    let mut template = |t: &Template| -> Result<(), RecipeError> {
-        for a in t.axes() {
-            used.push(axis_index(a, axes)?);
-        }
-        Ok(())
-    };
-    match &node.body {
-        Body::Source(s) => {
-            s.urls.iter().try_for_each(&mut template)?;
-            for h in &s.hashes {
-                used.extend(conditions(h, axes)?);
-            }
-        }
-        Body::Toolchain(t) => {
-            t.env.iter().try_for_each(|e| template(&e.value))?;
-            for selected in t.targets.iter().chain(&t.cflags) {
-                used.extend(conditions(selected, axes)?);
-            }
-        }
-        Body::Build(b) => {
-            let mut conds = Vec::new();
-            for s in &b.scripts {
-                template(&s.value.value)?;
-                conds.extend(conditions(s, axes)?);
-            }
-            b.env.iter().try_for_each(|e| template(&e.value))?;
-            used.extend(conds);
-        }
-        Body::Sysext(s) => {
-            template(&s.version)?;
-            template(&s.arch)?;
-        }
-        Body::Release(_) => {}
+    for name in uses.placeholders {
+        used.push(axis_index(name, axes)?);
+    }
+    for (name, value) in uses.conditions {
+        let i = axis_index(name, axes)?;
+        check_value(&axes[i], name, value)?;
+        used.push(i);
     }
     used.sort_unstable();
     used.dedup();
@@ -271,26 +209,23 @@ fn axis_index(name: &Spanned<String>, axes: &[Axis]) -> Result<usize, RecipeErro
         })
 }
 
-fn conditions<T>(s: &Selected<T>, axes: &[Axis]) -> Result<Vec<usize>, RecipeError> {
-    s.when
-        .iter()
-        .map(|(name, value)| {
-            let i = axis_index(name, axes)?;
-            let axis = &axes[i];
-            if !axis.values.iter().any(|v| v.value == value.value) {
-                let values = axis.values.iter().map(|v| v.value.as_str());
-                let err = RecipeError::at(
-                    value.loc,
-                    format!("axis `{}` has no value `{}`", name.value, value.value),
-                    "not in the matrix",
-                )
-                .label(axis.name.loc, "axis declared here");
-                return Err(match did_you_mean(&value.value, values) {
-                    Some(near) => err.help(format!("did you mean `{near}`?")),
-                    None => err,
-                });
-            }
-            Ok(i)
-        })
-        .collect()
+fn check_value(
+    axis: &Axis,
+    name: &Spanned<String>,
+    value: &Spanned<String>,
+) -> Result<(), RecipeError> {
+    if axis.values.iter().any(|v| v.value == value.value) {
+        return Ok(());
+    }
+    let values = axis.values.iter().map(|v| v.value.as_str());
+    let err = RecipeError::at(
+        value.loc,
+        format!("axis `{}` has no value `{}`", name.value, value.value),
+        "not in the matrix",
+    )
+    .label(axis.name.loc, "axis declared here");
+    Err(match did_you_mean(&value.value, values) {
+        Some(near) => err.help(format!("did you mean `{near}`?")),
+        None => err,
+    })
 }

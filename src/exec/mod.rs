@@ -12,6 +12,22 @@ use std::process::{Command, Stdio};
 /// The fixed path every step sees its build directory at.
 pub const BUILD_DIR: &str = "/build";
 
+/// The variables the sandbox sets for every step; a recipe may set none of them.
+pub const SANDBOX_VARS: &[&str] = &[
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "SOURCE_DATE_EPOCH",
+    "TZ",
+    "LC_ALL",
+    "JOBS",
+    "HOST",
+    "out",
+];
+
+/// What follows a toolchain's directories on a step's PATH.
+pub const SYSTEM_PATH: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin"];
+
 /// What a step runs, and with what.
 pub struct Step {
     pub script: String,
@@ -25,15 +41,19 @@ pub struct Step {
     pub source_date_epoch: i64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, miette::Diagnostic)]
 pub enum ExecError {
+    #[diagnostic(code(bake::exec::io))]
     Io(io::Error),
+    #[diagnostic(code(bake::exec::failed))]
     Failed {
         status: String,
         log: PathBuf,
         tail: Vec<String>,
     },
 }
+
+impl std::error::Error for ExecError {}
 
 impl fmt::Display for ExecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -84,7 +104,7 @@ pub fn run(step: &Step, work: &Path, log: &Path) -> Result<(), ExecError> {
         .path
         .iter()
         .map(|p| p.display().to_string())
-        .chain(["/usr/local/bin", "/usr/bin", "/bin"].map(String::from))
+        .chain(SYSTEM_PATH.iter().map(|p| p.to_string()))
         .collect();
     env.insert("PATH".into(), path.join(":"));
     env.insert("HOME".into(), format!("{root}/home"));

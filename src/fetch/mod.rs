@@ -93,15 +93,6 @@ pub struct Fetcher {
     debian_archive: OnceLock<Result<String, String>>,
 }
 
-/// Fetches one source with a throwaway [`Fetcher`]; returns its store path.
-pub fn fetch_source(
-    store: &SourceStore,
-    source: &SourceSpec,
-    options: &FetchOptions,
-) -> Result<PathBuf, FetchError> {
-    Fetcher::new(store.clone(), options.clone()).fetch(source)
-}
-
 impl Fetcher {
     pub fn new(store: SourceStore, options: FetchOptions) -> Self {
         Fetcher {
@@ -111,10 +102,6 @@ impl Fetcher {
             options,
             debian_archive: OnceLock::new(),
         }
-    }
-
-    pub fn store(&self) -> &SourceStore {
-        &self.store
     }
 
     /// The store path of `source`, downloading it first unless the store has it.

@@ -6,8 +6,8 @@ mod parse;
 mod source;
 mod template;
 
-pub use error::{did_you_mean, Location, RecipeError, Report};
+pub use error::{did_you_mean, RecipeError, Report};
 pub use model::*;
 pub use parse::parse;
-pub use source::{File, FileId, Files, Loc, Spanned};
-pub use template::{Segment, Template};
+pub use source::{FileId, Files, Loc, Spanned};
+pub use template::Template;

@@ -5,16 +5,7 @@ use std::fmt;
 use super::source::{Loc, Spanned};
 use super::template::Template;
 use crate::hash::SourceHash;
-
-/// The name of a `source`, `toolchain`, `build`, `sysext` or `release` node.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeName(pub String);
-
-impl fmt::Display for NodeName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::names::NodeName;
 
 /// Everything one recipe file declares.
 #[derive(Debug, Default)]
@@ -41,14 +32,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
-        Kind::Source,
-        Kind::Toolchain,
-        Kind::Build,
-        Kind::Sysext,
-        Kind::Release,
-    ];
-
     pub fn name(self) -> &'static str {
         match self {
             Kind::Source => "source",
@@ -63,6 +46,31 @@ impl Kind {
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// How a node uses one of its dependencies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// A build's `source`: unpacked as its working directory.
+    Source,
+    /// A build's `toolchain`.
+    Toolchain,
+    /// A build's or sysext's `input`: its output, by name.
+    Input,
+    /// A release's `sysext`: every instance, not one.
+    Gather,
+}
+
+impl Role {
+    /// The role's name in key encodings: fixed, whatever the variants are called.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Role::Source => "source",
+            Role::Toolchain => "toolchain",
+            Role::Input => "input",
+            Role::Gather => "gather",
+        }
     }
 }
 

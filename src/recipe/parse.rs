@@ -7,6 +7,7 @@ use super::error::{did_you_mean, RecipeError};
 use super::model::*;
 use super::source::{FileId, Loc, Spanned};
 use super::template::Template;
+use crate::exec::SANDBOX_VARS;
 use crate::hash::SourceHash;
 
 type Result<T> = std::result::Result<T, RecipeError>;
@@ -43,18 +44,6 @@ const SYSEXT_FIELDS: &[&str] = &[
     "format",
 ];
 const RELEASE_FIELDS: &[&str] = &["sysext", "base-url"];
-/// Variables the sandbox sets itself; a recipe setting one would be silently overridden.
-const RESERVED_VARS: &[&str] = &[
-    "PATH",
-    "HOME",
-    "TMPDIR",
-    "SOURCE_DATE_EPOCH",
-    "TZ",
-    "LC_ALL",
-    "JOBS",
-    "HOST",
-    "out",
-];
 
 /// Parses one recipe file's text.
 pub fn parse(file: FileId, text: &str) -> Result<RecipeFile> {
@@ -214,7 +203,7 @@ impl<'a> Parser<'a> {
             }
         })?;
         Ok(Node {
-            name: Spanned::new(NodeName(name.value), name.loc),
+            name: Spanned::new(NodeName::new(name.value), name.loc),
             loc: self.loc(node.span()),
             body,
         })
@@ -415,14 +404,14 @@ impl<'a> Parser<'a> {
     fn optional_ref(&self, f: &Fields<'a>, name: &'a str) -> Result<Option<Reference>> {
         Ok(self
             .optional_string(f, name)?
-            .map(|s| Spanned::new(NodeName(s.value), s.loc)))
+            .map(|s| Spanned::new(NodeName::new(s.value), s.loc)))
     }
 
     fn refs(&self, f: &Fields<'a>, name: &'a str) -> Result<Vec<Reference>> {
         Ok(self
             .all_strings(f, name)?
             .into_iter()
-            .map(|s| Spanned::new(NodeName(s.value), s.loc))
+            .map(|s| Spanned::new(NodeName::new(s.value), s.loc))
             .collect())
     }
 
@@ -459,7 +448,7 @@ impl<'a> Parser<'a> {
                     )
                     .help("use letters, digits and `_`, not starting with a digit"));
                 }
-                if RESERVED_VARS.contains(&name.value.as_str()) {
+                if SANDBOX_VARS.contains(&name.value.as_str()) {
                     return Err(RecipeError::at(
                         name.loc,
                         format!("`{}` is set by bake for every step", name.value),
@@ -467,7 +456,7 @@ impl<'a> Parser<'a> {
                     )
                     .help(format!(
                         "bake sets {}; PATH comes from the toolchain's `path`",
-                        RESERVED_VARS.join(", ")
+                        SANDBOX_VARS.join(", ")
                     )));
                 }
                 if let Some(prev) = vars.iter().find(|v| v.name.value == name.value) {
@@ -693,6 +682,8 @@ fn children(node: &KdlNode) -> &[KdlNode] {
 
 fn check_axis_value(v: &Spanned<String>) -> Result<()> {
     let bad = v.value.is_empty()
+        || v.value == "."
+        || v.value == ".."
         || v.value
             .chars()
             .any(|c| c == '/' || c == '@' || c.is_whitespace() || c.is_control());
@@ -702,7 +693,7 @@ fn check_axis_value(v: &Spanned<String>) -> Result<()> {
             format!("axis value `{}` cannot be used in instance ids", v.value),
             "invalid value",
         )
-        .help("axis values are non-empty and have no `/`, `@` or white space"));
+        .help("axis values are non-empty, not `.` or `..`, and have no `/`, `@` or white space"));
     }
     Ok(())
 }

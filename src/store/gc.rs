@@ -5,7 +5,7 @@ use std::fs;
 use std::io;
 
 use super::{remove_tree, tree_size, KeyRecord, Store};
-use crate::hash::{BuildKey, OutputHash};
+use crate::hash::{BuildKey, Digest, OutputHash};
 
 #[derive(Debug, Default)]
 pub struct GcReport {
@@ -46,9 +46,9 @@ impl Store {
         let mut keys = HashSet::new();
         let mut outputs = HashSet::new();
         for word in text.split_whitespace() {
-            if let Ok(k) = word.parse::<BuildKey>() {
-                keys.insert(k);
-                outputs.insert(OutputHash(k.0));
+            if let Ok(d) = word.parse::<Digest>() {
+                keys.insert(BuildKey::new(d));
+                outputs.insert(OutputHash::new(d));
             }
         }
         (keys, outputs)
@@ -112,7 +112,7 @@ impl Store {
                 }
             }
         }
-        for e in fs::read_dir(self.sources_dir())? {
+        for e in fs::read_dir(self.root.join("sources"))? {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
             // Dot entries are the fetcher's locks and partial downloads.

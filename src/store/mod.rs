@@ -22,12 +22,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::fetch::SourceStore;
 use crate::hash::{BuildKey, OutputHash};
-use crate::why::Snapshot;
+use crate::names::{InstanceId, NodeName};
 
-pub use gc::{GcReport, VerifyReport};
 pub use tree::{hash_tree, remove_tree, set_writable, tree_size};
 
 /// What the store knows about one build key.
@@ -39,13 +40,13 @@ pub struct KeyRecord {
     pub duration_ms: u64,
 }
 
-/// The last build of one instance id.
+/// The last build of one instance id, with what `why` compares against.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct InstanceRecord {
+pub struct InstanceRecord<S> {
     pub build_key: BuildKey,
     pub output: OutputHash,
     pub finished: u64,
-    pub snapshot: Snapshot,
+    pub snapshot: S,
 }
 
 pub struct Store {
@@ -157,8 +158,9 @@ impl Store {
         Ok(())
     }
 
-    pub fn sources_dir(&self) -> PathBuf {
-        self.root.join("sources")
+    /// The fetched sources, by hash.
+    pub fn sources(&self) -> SourceStore {
+        SourceStore::new(self.root.join("sources"))
     }
 
     pub fn object_path(&self, output: &OutputHash) -> PathBuf {
@@ -170,8 +172,8 @@ impl Store {
     }
 
     /// A persistent, writable directory for a toolchain's own cache.
-    pub fn toolchain_cache(&self, name: &str) -> PathBuf {
-        self.root.join("toolchains").join(name)
+    pub fn toolchain_cache(&self, name: &NodeName) -> PathBuf {
+        self.root.join("toolchains").join(name.as_str())
     }
 
     fn key_path(&self, key: &BuildKey) -> PathBuf {
@@ -193,17 +195,8 @@ impl Store {
     }
 
     /// Blocks until this process alone uses the cache of toolchain instance `id`.
-    pub fn lock_toolchain(&self, id: &str) -> io::Result<KeyLock> {
-        let name: String = id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+    pub fn lock_toolchain(&self, id: &InstanceId) -> io::Result<KeyLock> {
+        let name = id.file_name();
         let f = fs::File::create(self.root.join("locks").join(format!("{name}.lock")))?;
         f.lock()?;
         Ok(KeyLock { _file: f })
@@ -225,13 +218,12 @@ impl Store {
     pub fn commit(&self, key: &BuildKey, work: TmpDir, out: &Path) -> io::Result<OutputHash> {
         let output = hash_tree(out)?;
         let object = self.object_path(&output);
-        if object.is_dir() {
-            // The same bytes are already there (another key, or another process).
-        } else {
-            set_writable(out, false)?;
-            // The rename needs the tree's own directory writable for a moment.
+        if !object.is_dir() {
+            // Renaming a directory to another parent rewrites its `..`, which needs
+            // write permission on it: read-only only once it is in place.
             match fs::rename(out, &object) {
-                Ok(()) => {}
+                Ok(()) => set_writable(&object, false)?,
+                // The same bytes arrived meanwhile (another key, or another process).
                 Err(_) if object.is_dir() => {}
                 Err(e) => return Err(e),
             }
@@ -249,18 +241,18 @@ impl Store {
         Ok(output)
     }
 
-    pub fn save_instance(
+    pub fn save_instance<S: Serialize>(
         &self,
-        id: &str,
+        id: &InstanceId,
         key: &BuildKey,
         output: &OutputHash,
-        snapshot: &Snapshot,
+        snapshot: &S,
     ) -> io::Result<()> {
         let record = InstanceRecord {
             build_key: *key,
             output: *output,
             finished: now(),
-            snapshot: snapshot.clone(),
+            snapshot,
         };
         write_atomic(
             &self.instance_path(id),
@@ -268,22 +260,17 @@ impl Store {
         )
     }
 
-    pub fn load_instance(&self, id: &str) -> Option<InstanceRecord> {
+    /// The last build of `id`; none when there is none, or it is of an older
+    /// bake whose snapshots read differently.
+    pub fn load_instance<S: DeserializeOwned>(&self, id: &InstanceId) -> Option<InstanceRecord<S>> {
         let text = fs::read(self.instance_path(id)).ok()?;
         serde_json::from_slice(&text).ok()
     }
 
-    fn instance_path(&self, id: &str) -> PathBuf {
-        // Ids hold `/`, `@` and `:`; percent-encode all but plain characters.
-        let mut name = String::new();
-        for b in id.bytes() {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@') {
-                name.push(b as char);
-            } else {
-                name.push_str(&format!("%{b:02X}"));
-            }
-        }
-        self.root.join("instances").join(format!("{name}.json"))
+    fn instance_path(&self, id: &InstanceId) -> PathBuf {
+        self.root
+            .join("instances")
+            .join(format!("{}.json", id.file_name()))
     }
 }
 

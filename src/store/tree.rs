@@ -18,7 +18,7 @@ pub fn hash_tree(root: &Path) -> io::Result<OutputHash> {
     let mut h = blake3::Hasher::new();
     field(&mut h, VERSION.as_bytes());
     entry(root, b"", &mut h)?;
-    Ok(OutputHash(Digest::from(h.finalize())))
+    Ok(OutputHash::new(Digest::from(h.finalize())))
 }
 
 fn entry(path: &Path, rel: &[u8], h: &mut blake3::Hasher) -> io::Result<()> {

@@ -4,7 +4,6 @@
 mod check;
 mod pack;
 
-use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -12,7 +11,7 @@ use std::path::{Path, PathBuf};
 pub use check::{check_tree, normalise_modes};
 pub use pack::pack;
 
-use crate::eval::SysextSpec;
+use crate::recipe::ImageFormat;
 
 /// Architecture names systemd knows (`ARCHITECTURE=`, `%a` in sysupdate patterns).
 pub const ARCHITECTURES: &[&str] = &[
@@ -48,28 +47,19 @@ pub const ARCHITECTURES: &[&str] = &[
     "tilegx",
 ];
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum SysextError {
     /// The tree has something an image may not carry.
-    Refused {
-        path: String,
-        why: String,
-    },
+    #[error("refusing to pack `{path}`: {why}")]
+    #[diagnostic(code(bake::sysext::refused))]
+    Refused { path: String, why: String },
+    #[error("{0}")]
+    #[diagnostic(code(bake::sysext::io))]
     Io(String),
+    #[error("{0}")]
+    #[diagnostic(code(bake::sysext::tool))]
     Tool(String),
-    Invalid(String),
 }
-
-impl fmt::Display for SysextError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SysextError::Refused { path, why } => write!(f, "refusing to pack `{path}`: {why}"),
-            SysextError::Io(e) | SysextError::Tool(e) | SysextError::Invalid(e) => f.write_str(e),
-        }
-    }
-}
-
-impl std::error::Error for SysextError {}
 
 impl From<io::Error> for SysextError {
     fn from(e: io::Error) -> Self {
@@ -82,8 +72,21 @@ pub fn image_name(name: &str, version: &str, arch: &str) -> String {
     format!("{name}-v{version}-{arch}.raw")
 }
 
+/// What an image says about itself in its extension-release file, and how it is packed.
+#[derive(Clone, Debug)]
+pub struct Metadata {
+    pub version: String,
+    /// A systemd architecture name, or `_any`.
+    pub arch: String,
+    /// `ID=`: `_any`, or an OS id together with `sysext_level`.
+    pub os: String,
+    pub sysext_level: Option<String>,
+    pub reload_manager: bool,
+    pub format: ImageFormat,
+}
+
 /// The contents of `usr/lib/extension-release.d/extension-release.NAME`.
-pub fn extension_release(spec: &SysextSpec) -> String {
+pub fn extension_release(spec: &Metadata) -> String {
     let mut s = format!("ID={}\n", spec.os);
     if let Some(level) = &spec.sysext_level {
         s.push_str(&format!("SYSEXT_LEVEL={level}\n"));
@@ -95,26 +98,20 @@ pub fn extension_release(spec: &SysextSpec) -> String {
     s
 }
 
-/// Builds the image of sysext `name` into `out/NAME-vVERSION-ARCH.raw`: the input
-/// trees and repository files merged under `work/tree`, the extension-release file
-/// written, the tree checked, modes normalised, packed.
+/// Builds the image of sysext `name` into `out/NAME-vVERSION-ARCH.raw`: the trees
+/// in `sources` (build outputs, repository files) merged under `work/tree`, the
+/// extension-release file written, the tree checked, modes normalised, packed.
 pub fn make_image(
     name: &str,
-    spec: &SysextSpec,
-    inputs: &[PathBuf],
+    spec: &Metadata,
+    sources: &[PathBuf],
     work: &Path,
     out: &Path,
     epoch: i64,
 ) -> Result<PathBuf, SysextError> {
-    if spec.arch != "_any" && !ARCHITECTURES.contains(&spec.arch.as_str()) {
-        return Err(SysextError::Invalid(format!(
-            "`{}` is not a systemd architecture name (x86-64, arm64, riscv64, ...)",
-            spec.arch
-        )));
-    }
     let tree = work.join("tree");
     fs::create_dir_all(&tree)?;
-    for source in inputs.iter().chain(&spec.files) {
+    for source in sources {
         copy_tree(source, &tree)?;
     }
     let release_dir = tree.join("usr/lib/extension-release.d");

@@ -19,7 +19,7 @@ pub enum UnpackError {
     #[error("{} is not an archive bake can unpack (tar, tar.gz, tar.xz, tar.bz2, tar.zst or zip)", path.display())]
     #[diagnostic(
         code(bake::unpack::not_an_archive),
-        help("for a file that is not an archive, write `unpack false` in its source")
+        help("for a file that is not an archive, write `unpack #false` in its source")
     )]
     NotAnArchive { path: PathBuf },
 

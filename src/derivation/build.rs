@@ -1,0 +1,168 @@
+//! `build`: a script run in the sandbox on its source, with its toolchain and
+//! inputs, writing `$out`.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::exec::{input_var, SANDBOX_VARS};
+use crate::recipe::Build;
+
+#[derive(Clone, Debug)]
+pub struct BuildSpec {
+    pub script: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl Derivation for BuildSpec {
+    type Body = Build;
+    const KIND: Kind = Kind::Build;
+    const IDENTITY: Identity = Identity::Output;
+
+    fn references(body: &Build) -> Vec<Ref<'_>> {
+        let mut refs = Vec::new();
+        if let Some(s) = &body.source {
+            refs.push(Ref {
+                to: s,
+                role: Role::Source,
+                kinds: &[Kind::Source],
+            });
+        }
+        if let Some(t) = &body.toolchain {
+            refs.push(Ref {
+                to: t,
+                role: Role::Toolchain,
+                kinds: &[Kind::Toolchain],
+            });
+        }
+        refs.extend(body.inputs.iter().map(|i| Ref {
+            to: i,
+            role: Role::Input,
+            kinds: &[Kind::Build, Kind::Source],
+        }));
+        refs
+    }
+
+    fn axes<'a>(body: &'a Build, uses: &mut AxisUses<'a>) {
+        for s in &body.scripts {
+            uses.template(&s.value.value);
+            uses.conditions(s);
+        }
+        body.env.iter().for_each(|e| uses.template(&e.value));
+    }
+
+    fn expand(body: &Build, cx: &mut Expand<'_>) -> Result<Self, RecipeError> {
+        check_input_names(body)?;
+        Ok(BuildSpec {
+            script: cx.render(&cx.select(&body.scripts, "script", "\"...\"")?.value),
+            env: body
+                .env
+                .iter()
+                .map(|v| (v.name.value.clone(), cx.render(&v.value)))
+                .collect(),
+        })
+    }
+
+    fn describe(&self, _: &NodeName, d: &mut Description) {
+        d.text("script", &self.script).vars("env", &self.env);
+    }
+
+    fn produce(&self, cx: &Step<'_>) -> Result<Produced, StepError> {
+        let work = cx.work()?;
+        let src = work.join("src");
+        match cx.inputs(Role::Source).next() {
+            Some(Input {
+                spec: Spec::Source(s),
+                realised,
+                name,
+                ..
+            }) => {
+                let file = realised.path.as_deref().ok_or_else(|| StepError::Invalid {
+                    message: format!("source {name} was not fetched"),
+                    help: "fetch it first: bake fetch FILE".into(),
+                })?;
+                s.place(name, file, &src)?;
+            }
+            _ => std::fs::create_dir_all(&src)
+                .map_err(|e| StepError::io("cannot make the build directory", e))?,
+        }
+        let toolchain = cx.inputs(Role::Toolchain).find_map(|i| match i.spec {
+            Spec::Toolchain(t) => Some((i.name, i.id, t)),
+            _ => None,
+        });
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        let mut path = Vec::new();
+        if let Some((name, _, t)) = toolchain {
+            env.insert("HOST".into(), t.target.clone());
+            env.extend(t.env.iter().cloned());
+            if let Some(var) = &t.cache {
+                let dir = cx.store.toolchain_cache(name);
+                env.insert(var.clone(), dir.display().to_string());
+            }
+            path.extend(t.paths.iter().cloned());
+        }
+        env.extend(self.env.iter().cloned());
+        let step = crate::exec::Step {
+            script: self.script.clone(),
+            env,
+            path,
+            inputs: cx
+                .inputs(Role::Input)
+                .filter_map(|i| Some((i.name.to_string(), i.realised.path.clone()?)))
+                .collect(),
+            jobs: cx.jobs,
+            source_date_epoch: SOURCE_DATE_EPOCH,
+        };
+        // zig's cache has shown a race when two links for one target first need
+        // the same new artifact at once ("C compiler cannot create executables"):
+        // steps sharing a toolchain cache run one at a time per target.
+        let _cache_lock = match toolchain {
+            Some((_, id, t)) if t.cache.is_some() => Some(
+                cx.store
+                    .lock_toolchain(id)
+                    .map_err(|e| StepError::io("cannot lock the toolchain cache", e))?,
+            ),
+            _ => None,
+        };
+        crate::exec::run(&step, work, &cx.store.log_path(&cx.key))?;
+        Ok(Produced::Tree)
+    }
+}
+
+/// Each input is exported as a variable: none may replace one the sandbox sets,
+/// and no two may map to the same name (`a-b` and `a_b` are both `$a_b`).
+fn check_input_names(body: &Build) -> Result<(), RecipeError> {
+    let mut seen: Vec<(String, &Reference)> = Vec::new();
+    for input in &body.inputs {
+        let var = input_var(input.value.as_str());
+        if SANDBOX_VARS.contains(&var.as_str()) {
+            return Err(RecipeError::at(
+                input.loc,
+                format!(
+                    "input `{}` would replace ${var}, which bake sets",
+                    input.value
+                ),
+                "shadows a sandbox variable",
+            )
+            .help(format!(
+                "bake sets {} for every step; rename the input's node",
+                SANDBOX_VARS.join(", ")
+            )));
+        }
+        if let Some((_, first)) = seen.iter().find(|(v, _)| *v == var) {
+            return Err(RecipeError::at(
+                input.loc,
+                format!(
+                    "inputs `{}` and `{}` are both exported as ${var}",
+                    first.value, input.value
+                ),
+                "same variable",
+            )
+            .label(first.loc, "first exported here")
+            .help(
+                "rename one of the nodes: characters other than letters, digits and `_` become `_`",
+            ));
+        }
+        seen.push((var, input));
+    }
+    Ok(())
+}

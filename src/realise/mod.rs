@@ -1,0 +1,264 @@
+//! Realising an evaluation: the settle pass decides what the store already has;
+//! the rest is produced on the scheduler, each instance by its kind, with one
+//! shared fetcher, and committed to the store.
+
+mod check;
+mod settle;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+pub use settle::{build_key, dep_keys, settle, State};
+
+use crate::derivation::{snapshot, Identity, Input, Lookup, Produced, Realised, Step, StepError};
+use crate::eval::Evaluation;
+use crate::fetch::{FetchOptions, Fetcher};
+use crate::graph::Selection;
+use crate::hash::BuildKey;
+use crate::progress::Progress;
+use crate::schedule::{self, Outcome};
+use crate::store::Store;
+
+/// How to build, beyond what the recipe says.
+pub struct Options {
+    pub jobs: usize,
+    pub keep_going: bool,
+    pub fetch: FetchOptions,
+}
+
+/// The end of a build, per instance.
+pub struct Report {
+    pub built: Vec<usize>,
+    pub cached: Vec<usize>,
+    pub failed: Vec<(usize, StepError)>,
+    /// Not run: a dependency failed, or the build stopped.
+    pub skipped: Vec<usize>,
+    pub realised: BTreeMap<usize, Realised>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.failed.is_empty() && self.skipped.is_empty()
+    }
+}
+
+/// An evaluation, its store and one fetcher for every source.
+pub struct Realiser<'a> {
+    eval: &'a Evaluation,
+    store: &'a Store,
+    fetcher: Fetcher,
+    jobs: usize,
+    keep_going: bool,
+}
+
+impl<'a> Realiser<'a> {
+    pub fn new(eval: &'a Evaluation, store: &'a Store, options: Options) -> Self {
+        Realiser {
+            eval,
+            store,
+            fetcher: Fetcher::new(store.sources(), options.fetch),
+            jobs: options.jobs,
+            keep_going: options.keep_going,
+        }
+    }
+
+    /// Builds every instance in `wanted` (closed under dependencies).
+    pub fn build(&self, wanted: &Selection) -> Report {
+        // What the store already has is settled in one pass, so a no-op build
+        // never touches the scheduler.
+        let settled = settle(self.eval, self.store, wanted);
+        let pending = settled.pending();
+        let mut known: Vec<Option<Realised>> = vec![None; self.eval.graph.len()];
+        for (i, r) in settled.ready() {
+            known[i] = Some(r.clone());
+        }
+        let state = Mutex::new(known);
+        let progress = Progress::new(pending.count());
+        let results = schedule::run(
+            &self.eval.graph,
+            &pending,
+            self.jobs,
+            self.keep_going,
+            |i| {
+                let inst = self.eval.instance(i);
+                let realised = |d: usize| {
+                    let state = state.lock().unwrap_or_else(|e| e.into_inner());
+                    state.get(d).cloned().flatten()
+                };
+                let started = Instant::now();
+                let result = self.realise(i, &realised, &progress);
+                let what = match &result {
+                    Ok(r) if r.built => "built",
+                    Ok(_) => "cached",
+                    Err(_) => "failed",
+                };
+                if what != "cached" {
+                    progress.finished(inst.id.as_str(), what, started.elapsed());
+                }
+                if let Ok(r) = &result {
+                    state.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r.clone());
+                }
+                result
+            },
+        );
+        progress.finish();
+        let mut report = Report {
+            built: Vec::new(),
+            cached: Vec::new(),
+            failed: Vec::new(),
+            skipped: Vec::new(),
+            realised: BTreeMap::new(),
+        };
+        let results = match results {
+            Ok(r) => r,
+            Err(e) => {
+                let e = StepError::io("cannot start the worker pool", std::io::Error::other(e));
+                report.failed.push((0, e));
+                return report;
+            }
+        };
+        for (i, r) in settled.ready() {
+            report.cached.push(i);
+            report.realised.insert(i, r.clone());
+        }
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                None => {}
+                Some(Outcome::Done(r)) => {
+                    if r.built {
+                        report.built.push(i);
+                    } else {
+                        report.cached.push(i);
+                    }
+                    report.realised.insert(i, r);
+                }
+                Some(Outcome::Failed(e)) => report.failed.push((i, e)),
+                Some(Outcome::DependencyFailed | Outcome::NotStarted) => report.skipped.push(i),
+            }
+        }
+        report.cached.sort_unstable();
+        report
+    }
+
+    /// Realises instance `i` once its dependencies are: found in the store under
+    /// its build key (a rebuilt input may have given the same bytes), or produced.
+    fn realise(
+        &self,
+        i: usize,
+        realised: &dyn Fn(usize) -> Option<Realised>,
+        progress: &Progress,
+    ) -> Result<Realised, StepError> {
+        let inst = self.eval.instance(i);
+        let (deps, pending) = dep_keys(self.eval, i, |d| realised(d).and_then(|r| r.output));
+        if let Some(d) = pending {
+            return Err(self.missing_input(d));
+        }
+        let (desc, key) = build_key(self.eval, i, &deps);
+        let lookup = Lookup::new(&inst.id, key, self.store, &desc, &deps);
+        if let Ok(found) = inst.spec.lookup(&lookup) {
+            return Ok(found);
+        }
+        let _lock = match inst.spec.identity() {
+            Identity::Output => Some(
+                self.store
+                    .lock_key(&key)
+                    .map_err(|e| StepError::io("cannot lock the store", e))?,
+            ),
+            // The fetcher locks what it fetches.
+            Identity::Declared => None,
+        };
+        // Another bake may have built it while we waited for the lock.
+        if let Ok(found) = inst.spec.lookup(&lookup) {
+            return Ok(found);
+        }
+        progress.started(inst.id.as_str());
+        let inputs = self.inputs(i, realised)?;
+        let step = self.step(i, key, &inputs);
+        match inst.spec.produce(&step)? {
+            Produced::File(path) => Ok(Realised {
+                key,
+                path: Some(path),
+                output: None,
+                built: true,
+            }),
+            Produced::Present => Ok(Realised {
+                key,
+                path: None,
+                output: None,
+                built: false,
+            }),
+            Produced::Tree => {
+                let out = step.out()?;
+                let work = step.into_work().ok_or_else(|| {
+                    StepError::io("no output", std::io::ErrorKind::NotFound.into())
+                })?;
+                let output = self
+                    .store
+                    .commit(&key, work, &out)
+                    .map_err(|e| StepError::io("cannot store the output", e))?;
+                self.store
+                    .save_instance(&inst.id, &key, &output, &snapshot(&desc, &deps))
+                    .map_err(|e| StepError::io("cannot record the build", e))?;
+                Ok(Realised {
+                    key,
+                    path: Some(self.store.object_path(&output)),
+                    output: Some(output),
+                    built: true,
+                })
+            }
+        }
+    }
+
+    /// The realised dependencies of instance `i`, in the graph's order.
+    fn inputs(
+        &self,
+        i: usize,
+        realised: &dyn Fn(usize) -> Option<Realised>,
+    ) -> Result<Vec<Realised>, StepError> {
+        self.eval
+            .graph
+            .deps(i)
+            .iter()
+            .map(|(d, _)| realised(*d).ok_or_else(|| self.missing_input(*d)))
+            .collect()
+    }
+
+    /// The step that produces instance `i` under `key` from its realised inputs.
+    fn step<'s>(&'s self, i: usize, key: BuildKey, inputs: &'s [Realised]) -> Step<'s> {
+        let inst = self.eval.instance(i);
+        let views = self
+            .eval
+            .graph
+            .deps(i)
+            .iter()
+            .zip(inputs)
+            .map(|((d, dep), realised)| {
+                let of = self.eval.instance(*d);
+                Input {
+                    role: dep.role,
+                    name: &dep.name,
+                    id: &of.id,
+                    spec: &of.spec,
+                    realised,
+                }
+            })
+            .collect();
+        Step::new(
+            &inst.id,
+            &inst.name,
+            key,
+            views,
+            self.store,
+            &self.fetcher,
+            self.jobs,
+        )
+    }
+
+    fn missing_input(&self, d: usize) -> StepError {
+        StepError::Invalid {
+            message: format!("input {} has no output", self.eval.instance(d).id),
+            help: "build it first".into(),
+        }
+    }
+}

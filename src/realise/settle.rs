@@ -1,0 +1,116 @@
+//! The settle pass: for every wanted instance, in dependency order, what the store
+//! already has and what must be built, with the reason. `build`, `plan`, `check`
+//! and `why` all decide here, so they cannot disagree.
+
+use crate::derivation::{key, DepKey, Description, Identity, Lookup, Realised, Reason};
+use crate::eval::Evaluation;
+use crate::graph::Selection;
+use crate::hash::{BuildKey, Digest, OutputHash};
+use crate::store::Store;
+
+/// Where one wanted instance stands.
+#[derive(Clone, Debug)]
+pub enum State {
+    Ready(Realised),
+    Todo(Reason),
+}
+
+/// The state of every wanted instance.
+pub struct Settlement {
+    states: Vec<Option<State>>,
+}
+
+impl Settlement {
+    pub fn state(&self, i: usize) -> Option<&State> {
+        self.states.get(i).and_then(Option::as_ref)
+    }
+
+    /// The instances to build, in dependency order, with their reasons.
+    pub fn todo(&self) -> impl Iterator<Item = (usize, &Reason)> {
+        self.states.iter().enumerate().filter_map(|(i, s)| match s {
+            Some(State::Todo(r)) => Some((i, r)),
+            _ => None,
+        })
+    }
+
+    /// The instances already there.
+    pub fn ready(&self) -> impl Iterator<Item = (usize, &Realised)> {
+        self.states.iter().enumerate().filter_map(|(i, s)| match s {
+            Some(State::Ready(r)) => Some((i, r)),
+            _ => None,
+        })
+    }
+
+    pub fn pending(&self) -> Selection {
+        Selection::from_fn(self.states.len(), |i| {
+            matches!(self.state(i), Some(State::Todo(_)))
+        })
+    }
+}
+
+/// Settles every instance in `wanted` (closed under dependencies) against the store.
+pub fn settle(eval: &Evaluation, store: &Store, wanted: &Selection) -> Settlement {
+    let mut states: Vec<Option<State>> = vec![None; eval.graph.len()];
+    for i in wanted.iter() {
+        let output_of = |d: usize| match &states[d] {
+            Some(State::Ready(r)) => r.output,
+            _ => None,
+        };
+        let (deps, pending) = dep_keys(eval, i, output_of);
+        let (desc, key) = build_key(eval, i, &deps);
+        let inst = eval.instance(i);
+        let lookup = Lookup::new(&inst.id, key, store, &desc, &deps);
+        let state = match pending {
+            Some(input) => State::Todo(Reason::InputFirst {
+                input: eval.instance(input).id.clone(),
+                then: Box::new(lookup.why_not()),
+            }),
+            None => match inst.spec.lookup(&lookup) {
+                Ok(r) => State::Ready(r),
+                Err(reason) => State::Todo(reason),
+            },
+        };
+        states[i] = Some(state);
+    }
+    Settlement { states }
+}
+
+/// The keys of instance `i`'s dependencies: declared ones by their eval keys,
+/// the others by their outputs. A dependency with no output yet is shown as not
+/// built, and the first such is returned too: then the key is not the build key.
+pub fn dep_keys(
+    eval: &Evaluation,
+    i: usize,
+    output_of: impl Fn(usize) -> Option<OutputHash>,
+) -> (Vec<DepKey>, Option<usize>) {
+    let mut pending = None;
+    let deps = eval
+        .graph
+        .deps(i)
+        .iter()
+        .map(|(d, dep)| {
+            let inst = eval.instance(*d);
+            let (digest, shown) = match (inst.spec.identity(), output_of(*d)) {
+                (Identity::Declared, _) => (inst.key.digest(), inst.spec.shown()),
+                (Identity::Output, Some(o)) => (o.digest(), None),
+                (Identity::Output, None) => {
+                    pending.get_or_insert(*d);
+                    (Digest::of(b""), Some("(not built yet)".to_string()))
+                }
+            };
+            DepKey::new(dep.role, &dep.name, &inst.id, digest, shown)
+        })
+        .collect();
+    (deps, pending)
+}
+
+/// The description of instance `i` and its build key, given its dependencies' keys.
+pub fn build_key(eval: &Evaluation, i: usize, deps: &[DepKey]) -> (Description, BuildKey) {
+    let inst = eval.instance(i);
+    let desc = inst.spec.describe(&inst.name);
+    let key = match inst.spec.identity() {
+        Identity::Declared => inst.key.as_build_key(),
+        Identity::Output => BuildKey::new(key(&desc, deps)),
+    };
+    (desc, key)
+}
