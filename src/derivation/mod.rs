@@ -79,7 +79,10 @@ pub enum Reason {
     NotInStore(BuildKey),
     /// An input must be built before the key is known; `then`, what differs
     /// from the last build so far (the input shown as not built yet).
-    InputFirst { input: InstanceId, then: Box<Reason> },
+    InputFirst {
+        input: InstanceId,
+        then: Box<Reason>,
+    },
 }
 
 impl Reason {

@@ -305,7 +305,7 @@ impl<'a> Parser<'a> {
         let (os, sysext_level) = match self.at_most_one(f, "os")? {
             Some(n) => {
                 self.no_children(n)?;
-                let [id] = self.positional::<1>(n)?;
+                let [id] = self.arguments::<1>(n)?;
                 let id = self.string(id)?;
                 let level = self.only_props(n, &["sysext-level"])?.into_iter().next();
                 let level = level.map(|(_, v)| v);
@@ -570,7 +570,16 @@ impl<'a> Parser<'a> {
             let name = e.name().map_or("", |k| k.value());
             return Err(self.unknown_property(e, name, &[]));
         }
-        let entries: Vec<&KdlEntry> = node.entries().iter().collect();
+        self.arguments(node)
+    }
+
+    /// Exactly `N` positional arguments; properties are the caller's to check.
+    fn arguments<const N: usize>(&self, node: &'a KdlNode) -> Result<[&'a KdlEntry; N]> {
+        let entries: Vec<&KdlEntry> = node
+            .entries()
+            .iter()
+            .filter(|e| e.name().is_none())
+            .collect();
         entries
             .try_into()
             .map_err(|v: Vec<&KdlEntry>| self.arg_count(node, v.len(), N))
