@@ -129,14 +129,23 @@ pub struct Fingerprint {
 /// names relative to each root, types, exec bits, symlink targets and file bytes.
 /// Each root is named by its label (the path as the recipe wrote it), not by where
 /// the checkout happens to be, so the digest is the same on every machine.
-pub fn fingerprint(roots: &[(&str, PathBuf)], cache: &mut StatCache) -> io::Result<Fingerprint> {
+/// At most `max_bytes` of files are read: past that, an error of kind `FileTooLarge`.
+pub fn fingerprint(
+    roots: &[(&str, PathBuf)],
+    cache: &mut StatCache,
+    max_bytes: u64,
+) -> io::Result<Fingerprint> {
     let mut h = blake3::Hasher::new();
     h.update(VERSION.as_bytes());
     let mut missing = Vec::new();
+    let mut budget = Budget {
+        left: max_bytes,
+        max: max_bytes,
+    };
     for (label, root) in roots {
         field(&mut h, label.as_bytes());
         match fs::symlink_metadata(root) {
-            Ok(_) => walk(root, Path::new(""), &mut h, cache)?,
+            Ok(_) => walk(root, Path::new(""), &mut h, cache, &mut budget)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 h.update(b"missing");
                 missing.push(root.clone());
@@ -150,7 +159,19 @@ pub fn fingerprint(roots: &[(&str, PathBuf)], cache: &mut StatCache) -> io::Resu
     })
 }
 
-fn walk(path: &Path, rel: &Path, h: &mut blake3::Hasher, cache: &mut StatCache) -> io::Result<()> {
+/// Bytes of files still to be hashed before the fingerprint is refused.
+struct Budget {
+    left: u64,
+    max: u64,
+}
+
+fn walk(
+    path: &Path,
+    rel: &Path,
+    h: &mut blake3::Hasher,
+    cache: &mut StatCache,
+    budget: &mut Budget,
+) -> io::Result<()> {
     // Follow a symlink given as a root (`.venv/zig`), not ones met inside the tree.
     let meta = if rel.as_os_str().is_empty() {
         fs::metadata(path)
@@ -169,9 +190,18 @@ fn walk(path: &Path, rel: &Path, h: &mut blake3::Hasher, cache: &mut StatCache) 
             .collect::<io::Result<_>>()?;
         names.sort();
         for name in names {
-            walk(&path.join(&name), &rel.join(&name), h, cache)?;
+            walk(&path.join(&name), &rel.join(&name), h, cache, budget)?;
         }
     } else if meta.is_file() {
+        budget.left = budget.left.checked_sub(meta.len()).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!(
+                    "more than {} of files to hash, the most bake reads at evaluation",
+                    crate::units::show_size(budget.max)
+                ),
+            )
+        })?;
         let exec = meta.permissions().mode() & 0o111 != 0;
         h.update(if exec { b"x" } else { b"f" });
         h.update(cache.file_digest(path, &meta)?.as_bytes());
@@ -201,14 +231,27 @@ mod tests {
         let cache_file = dir.path().join("cache");
         let mut cache = StatCache::load(cache_file.clone());
         let roots = [("cc", f.clone())];
-        let first = fingerprint(&roots, &mut cache).unwrap().digest;
+        let first = fingerprint(&roots, &mut cache, u64::MAX).unwrap().digest;
         cache.save().unwrap();
         let mut reloaded = StatCache::load(cache_file);
-        assert_eq!(fingerprint(&roots, &mut reloaded).unwrap().digest, first);
+        assert_eq!(
+            fingerprint(&roots, &mut reloaded, u64::MAX).unwrap().digest,
+            first
+        );
         fs::write(&f, "two").unwrap();
-        assert_ne!(fingerprint(&roots, &mut reloaded).unwrap().digest, first);
-        let gone = fingerprint(&[("nope", dir.path().join("nope"))], &mut reloaded).unwrap();
+        assert_ne!(
+            fingerprint(&roots, &mut reloaded, u64::MAX).unwrap().digest,
+            first
+        );
+        let gone = fingerprint(
+            &[("nope", dir.path().join("nope"))],
+            &mut reloaded,
+            u64::MAX,
+        )
+        .unwrap();
         assert_eq!(gone.missing.len(), 1);
+        let err = fingerprint(&roots, &mut reloaded, 2).err().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
     }
 
     #[test]
@@ -218,8 +261,8 @@ mod tests {
         fs::write(a.path().join("cc"), "same").unwrap();
         fs::write(b.path().join("cc"), "same").unwrap();
         let mut cache = StatCache::default();
-        let da = fingerprint(&[("bin", a.path().to_path_buf())], &mut cache).unwrap();
-        let db = fingerprint(&[("bin", b.path().to_path_buf())], &mut cache).unwrap();
+        let da = fingerprint(&[("bin", a.path().to_path_buf())], &mut cache, u64::MAX).unwrap();
+        let db = fingerprint(&[("bin", b.path().to_path_buf())], &mut cache, u64::MAX).unwrap();
         assert_eq!(da.digest, db.digest);
     }
 }

@@ -67,3 +67,13 @@ fn line(text: &str) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{text}");
 }
+
+/// A warning on stderr.
+pub fn warn(text: &str) {
+    line(&format!("warning: {text}"));
+}
+
+/// Something the user should know before a build goes on.
+pub fn note(text: &str) {
+    line(&format!("note: {text}"));
+}

@@ -32,6 +32,8 @@ enum Reply {
     Stall,
     /// Waits, then answers, so that concurrent clients overlap.
     Slow(Duration, Vec<u8>),
+    /// A body without a length that never ends (until the client goes away).
+    Endless,
 }
 
 type Handler = dyn Fn(&str, usize) -> Reply + Send + Sync;
@@ -161,6 +163,12 @@ fn serve(
             thread::sleep(delay);
             ok(&body)
         }
+        Reply::Endless => {
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+            let chunk = vec![b'x'; 64 * 1024];
+            while !stop.load(Ordering::SeqCst) && stream.write_all(&chunk).is_ok() {}
+            return;
+        }
     };
     let _ = stream.write_all(&reply);
     let _ = stream.flush();
@@ -194,6 +202,8 @@ fn spec(name: &str, urls: &[String], hash: &SourceHash) -> SourceSpec {
         name: name.to_string(),
         urls: urls.iter().map(|u| u.parse().unwrap()).collect(),
         hash: hash.clone(),
+        size: None,
+        max_size: bake::fetch::DEFAULT_DOWNLOAD_LIMIT,
     }
 }
 
@@ -672,4 +682,48 @@ fn fetcher_is_shareable_across_threads() {
     assert_send_sync::<Fetcher>();
     assert_send_sync::<FetchError>();
     assert_send_sync::<SourceSpec>();
+}
+
+#[test]
+fn an_endless_download_stops_at_its_limit() {
+    let s = setup();
+    let server = Server::start(|_, _| Reply::Endless);
+    let hash = sha256_of(b"anything");
+    let mut capped = spec("endless", &[server.url("/endless")], &hash);
+    capped.max_size = 1 << 20;
+    let err = fetch_source(&s.store, &capped, &quick_options()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("larger than the download limit of 1 MiB"),
+        "{text}"
+    );
+    assert_store_empty(&s.store);
+    // A declared size stops it there, and says so.
+    let mut sized = spec("endless", &[server.url("/endless")], &hash);
+    sized.size = Some(100_000);
+    let err = fetch_source(&s.store, &sized, &quick_options()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("more bytes than the recipe's declared size 100000"),
+        "{err}"
+    );
+    assert_store_empty(&s.store);
+}
+
+#[test]
+fn a_declared_size_refuses_a_file_of_another_size() {
+    let s = setup();
+    let body = payload(5000, 3);
+    let hash = sha256_of(&body);
+    let server = Server::start(move |_, _| Reply::Body(body.clone()));
+    let mut sized = spec("sized", &[server.url("/f")], &hash);
+    sized.size = Some(4000);
+    let err = fetch_source(&s.store, &sized, &quick_options()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("5000 bytes, but the recipe declares size 4000"),
+        "{err}"
+    );
+    sized.size = Some(5000);
+    fetch_source(&s.store, &sized, &quick_options()).unwrap();
 }

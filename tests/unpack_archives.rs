@@ -1,11 +1,11 @@
 //! Unpacking archives built by the tests themselves, benign and malicious.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use bake::fetch::unpack::{copy_file, unpack_archive, Refusal, UnpackError};
+use bake::fetch::unpack::{copy_file, unpack_archive, Refusal, UnpackError, UnpackLimits};
 
 const EPOCH: u64 = 1_700_000_000;
 
@@ -97,7 +97,7 @@ impl Scene {
 fn assert_refused(items: &[Item], entry: &str, reason: impl Fn(&Refusal) -> bool) {
     let s = scene();
     let archive = s.archive("evil.tar", &tar_bytes(items));
-    let err = unpack_archive(&archive, &s.dest, EPOCH).unwrap_err();
+    let err = unpack_archive(&archive, &s.dest, EPOCH, &UnpackLimits::default()).unwrap_err();
     match &err {
         UnpackError::Refused {
             entry: named,
@@ -235,7 +235,7 @@ fn refused_archive_leaves_an_existing_empty_dest_empty() {
         "evil.tar",
         &tar_bytes(&[Item::File("top/a", b"x", 0o644), Item::Fifo("top/pipe")]),
     );
-    unpack_archive(&archive, &s.dest, EPOCH).unwrap_err();
+    unpack_archive(&archive, &s.dest, EPOCH, &UnpackLimits::default()).unwrap_err();
     assert!(Scene::names_in(&s.dest).is_empty());
 }
 
@@ -285,7 +285,7 @@ fn assert_sample_unpacked(dest: &Path) {
 fn tar_unpacks_with_top_dir_stripped_modes_cleaned_and_mtimes_set() {
     let s = scene();
     let archive = s.archive("plain.bin", &sample());
-    unpack_archive(&archive, &s.dest, EPOCH).unwrap();
+    unpack_archive(&archive, &s.dest, EPOCH, &UnpackLimits::default()).unwrap();
     assert_sample_unpacked(&s.dest);
 }
 
@@ -308,7 +308,8 @@ fn compressed_tars_are_recognised_by_content() {
         let s = scene();
         // A misleading name: detection must not depend on it.
         let archive = s.archive("source.zip", &bytes);
-        unpack_archive(&archive, &s.dest, EPOCH).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        unpack_archive(&archive, &s.dest, EPOCH, &UnpackLimits::default())
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
         assert_sample_unpacked(&s.dest);
     }
 }
@@ -333,7 +334,7 @@ fn zip_unpacks_with_top_dir_stripped() {
     let bytes = zip.finish().unwrap().into_inner();
     let archive = s.archive("pkg.tar.gz", &bytes);
 
-    unpack_archive(&archive, &s.dest, EPOCH).unwrap();
+    unpack_archive(&archive, &s.dest, EPOCH, &UnpackLimits::default()).unwrap();
     assert_eq!(Scene::names_in(&s.dest), ["doc", "run.sh"]);
     assert_eq!(
         fs::read(s.dest.join("doc/README.link")).unwrap(),
@@ -358,7 +359,7 @@ fn zip_symlink_escaping_is_refused() {
     let opts = zip::write::SimpleFileOptions::default();
     zip.add_symlink("pkg/out", "../../outside", opts).unwrap();
     let archive = s.archive("evil.zip", &zip.finish().unwrap().into_inner());
-    let err = unpack_archive(&archive, &s.dest, EPOCH).unwrap_err();
+    let err = unpack_archive(&archive, &s.dest, EPOCH, &UnpackLimits::default()).unwrap_err();
     assert!(err.to_string().contains("pkg/out"), "{err}");
     s.assert_untouched("evil.zip");
 }
@@ -374,7 +375,7 @@ fn several_top_level_entries_are_kept_as_they_are() {
             Item::File("b", b"b", 0o644),
         ]),
     );
-    unpack_archive(&archive, &s.dest, 0).unwrap();
+    unpack_archive(&archive, &s.dest, 0, &UnpackLimits::default()).unwrap();
     assert_eq!(Scene::names_in(&s.dest), ["a", "b"]);
     assert_eq!(fs::metadata(s.dest.join("b")).unwrap().mtime(), 0);
 }
@@ -383,12 +384,12 @@ fn several_top_level_entries_are_kept_as_they_are() {
 fn non_archives_and_busy_destinations_are_errors() {
     let s = scene();
     let text = s.archive("notes.txt", b"just text\n");
-    let err = unpack_archive(&text, &s.dest, EPOCH).unwrap_err();
+    let err = unpack_archive(&text, &s.dest, EPOCH, &UnpackLimits::default()).unwrap_err();
     assert!(matches!(err, UnpackError::NotAnArchive { .. }), "{err}");
     assert!(!s.dest.exists());
 
     let archive = s.archive("ok.tar", &sample());
-    let err = unpack_archive(&archive, &s.outside, EPOCH).unwrap_err();
+    let err = unpack_archive(&archive, &s.outside, EPOCH, &UnpackLimits::default()).unwrap_err();
     assert!(matches!(err, UnpackError::DestNotEmpty { .. }), "{err}");
     assert_eq!(Scene::names_in(&s.outside), ["secret"]);
 }
@@ -407,4 +408,104 @@ fn a_plain_file_is_copied_under_its_name() {
     for bad in ["", "..", "a/b", "/etc/passwd"] {
         assert!(copy_file(&stored, &s.dest, bad, EPOCH).is_err(), "{bad}");
     }
+}
+
+/// A file of `len` zero bytes that takes no room: a sparse file.
+fn sparse_file(path: &Path, len: u64) {
+    fs::File::create(path).unwrap().set_len(len).unwrap();
+}
+
+fn assert_too_large(archive: &Path, s: &Scene) {
+    let err = unpack_archive(archive, &s.dest, EPOCH, &UnpackLimits::default()).unwrap_err();
+    assert!(matches!(err, UnpackError::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("unpacks to more than"), "{err}");
+    assert!(!s.dest.exists(), "nothing is left of a refused archive");
+}
+
+#[test]
+fn a_sparse_tar_bomb_is_refused() {
+    let s = scene();
+    let big = s.root.join("big");
+    sparse_file(&big, 1 << 30);
+    let archive = s.root.join("bomb.tar");
+    let tar = std::process::Command::new("tar")
+        .args(["--sparse", "-C", s.root.to_str().unwrap(), "-cf"])
+        .arg(&archive)
+        .arg("big")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    assert!(
+        fs::metadata(&archive).unwrap().len() < 64 << 10,
+        "a small archive"
+    );
+    assert_too_large(&archive, &s);
+}
+
+#[test]
+fn a_gzip_bomb_is_refused() {
+    let s = scene();
+    let archive = s.root.join("bomb.tar.gz");
+    let gz = flate2::write::GzEncoder::new(
+        fs::File::create(&archive).unwrap(),
+        flate2::Compression::best(),
+    );
+    let mut builder = tar::Builder::new(gz);
+    let mut header = tar::Header::new_gnu();
+    header.set_size(1 << 30);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder
+        .append_data(&mut header, "zeros", std::io::repeat(0).take(1 << 30))
+        .unwrap();
+    builder.into_inner().unwrap().finish().unwrap();
+    assert!(
+        fs::metadata(&archive).unwrap().len() < 2 << 20,
+        "a small archive"
+    );
+    assert_too_large(&archive, &s);
+}
+
+#[test]
+fn a_zip_bomb_is_refused() {
+    let s = scene();
+    let archive = s.root.join("bomb.zip");
+    let mut zip = zip::ZipWriter::new(fs::File::create(&archive).unwrap());
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .large_file(true);
+    zip.start_file("zeros", options).unwrap();
+    std::io::copy(&mut std::io::repeat(0).take(1 << 30), &mut zip).unwrap();
+    zip.finish().unwrap();
+    assert!(
+        fs::metadata(&archive).unwrap().len() < 2 << 20,
+        "a small archive"
+    );
+    assert_too_large(&archive, &s);
+}
+
+#[test]
+fn a_source_may_raise_its_limits() {
+    let s = scene();
+    let big = s.root.join("big");
+    sparse_file(&big, 8 << 20);
+    let archive = s.root.join("big.tar");
+    let tar = std::process::Command::new("tar")
+        .args(["--sparse", "-C", s.root.to_str().unwrap(), "-cf"])
+        .arg(&archive)
+        .arg("big")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let tight = UnpackLimits {
+        bytes: 1 << 20,
+        ratio: 200,
+    };
+    assert!(unpack_archive(&archive, &s.dest, EPOCH, &tight).is_err());
+    let loose = UnpackLimits {
+        bytes: 16 << 20,
+        ratio: 200,
+    };
+    unpack_archive(&archive, &s.dest, EPOCH, &loose).unwrap();
+    assert_eq!(fs::metadata(s.dest.join("big")).unwrap().len(), 8 << 20);
 }

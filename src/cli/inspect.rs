@@ -21,14 +21,18 @@ pub(super) fn print_eval(e: &Evaluation, as_json: bool) {
                     .iter()
                     .map(|(k, v)| (k.to_string(), json!(v.as_str())))
                     .collect();
-                json!({
+                let mut d = json!({
                     "id": i.id.as_str(),
                     "name": i.name.as_str(),
                     "kind": i.kind().name(),
                     "axes": axes,
                     "key": i.key.to_string(),
                     "inputs": inputs(n),
-                })
+                });
+                if i.spec.privileged() {
+                    d["privileged"] = json!(true);
+                }
+                d
             })
             .collect();
         outln!("{:#}", json!({ "derivations": derivations }));
@@ -44,12 +48,17 @@ pub(super) fn print_eval(e: &Evaluation, as_json: bool) {
         let inputs = inputs(n);
         let key = i.key.to_string();
         let kind = i.kind().name();
+        let mark = if i.spec.privileged() {
+            "  [privileged]"
+        } else {
+            ""
+        };
         if inputs.is_empty() {
-            outln!("{}  {kind:<9} {}", &key[..16], i.id);
+            outln!("{}  {kind:<9} {}{mark}", &key[..16], i.id);
         } else {
             let id = i.id.as_str();
             outln!(
-                "{}  {kind:<9} {id:<width$}  <- {}",
+                "{}  {kind:<9} {id:<width$}  <- {}{mark}",
                 &key[..16],
                 inputs.join(", ")
             );

@@ -3,11 +3,52 @@
 use super::*;
 use crate::derivation::Spec;
 
-/// Prints each failed step's diagnostic.
+/// From here on, SIGINT and SIGTERM stop the running steps (and a second one
+/// stops bake at once); the command then ends as [`interrupted`] says.
+pub(super) fn stop_on_signals() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if crate::interrupt::requested().is_some() {
+                std::process::exit(128 + signal);
+            }
+            crate::interrupt::request(signal);
+            errln!("interrupted: stopping the running steps (once more to stop at once)");
+            crate::exec::kill_all();
+        }
+    });
+}
+
+/// Prints each failed step's diagnostic, and what an interrupt stopped.
 fn report_failures(eval: &Evaluation, report: &realise::Report) {
     for (i, e) in &report.failed {
         errln!("error: {} failed", eval.instance(*i).id);
         print_diagnostic(e);
+    }
+    if !report.interrupted.is_empty() {
+        let ids: Vec<&str> = report
+            .interrupted
+            .iter()
+            .map(|i| eval.instance(*i).id.as_str())
+            .collect();
+        errln!(
+            "interrupted: {} (the store holds only what finished)",
+            ids.join(", ")
+        );
+    }
+}
+
+/// The exit status of an interrupted command: 128 + the signal (130, 143).
+pub(super) fn interrupted() -> Result<(), Failure> {
+    match crate::interrupt::requested() {
+        Some(signal) => Err(Failure {
+            status: 128 + signal,
+            message: None,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -21,6 +62,7 @@ pub(super) fn cmd_build(
     let eval = recipe.evaluate()?;
     let store = recipe.open_store()?;
     let (selected, wanted) = select(&eval, targets)?;
+    stop_on_signals();
     let report = Realiser::new(&eval, &store, run.options()?).build(&wanted);
     report_failures(&eval, &report);
     // Link the outputs of what was asked for: the named targets, or the graph's ends.
@@ -67,9 +109,10 @@ pub(super) fn cmd_build(
             report.built.len(),
             report.cached.len(),
             report.failed.len(),
-            report.skipped.len()
+            report.skipped.len() + report.interrupted.len()
         );
     }
+    interrupted()?;
     if report.ok() {
         Ok(())
     } else {
@@ -112,9 +155,11 @@ pub(super) fn cmd_check(
     let eval = recipe.evaluate()?;
     let store = recipe.open_store()?;
     let (_, wanted) = select(&eval, targets)?;
+    stop_on_signals();
     let realiser = Realiser::new(&eval, &store, run.options()?);
     let built = realiser.build(&wanted);
     report_failures(&eval, &built);
+    interrupted()?;
     let id = |i: usize| eval.instance(i).id.to_string();
     let mut failed: Vec<String> = built.failed.iter().map(|(i, _)| id(*i)).collect();
     let mut reproducible = Vec::new();
@@ -188,13 +233,25 @@ pub(super) fn cmd_release(
         .iter()
         .flat_map(|&r| eval.graph.deps(r).iter().map(|(d, _)| *d))
         .collect();
-    let report = Realiser::new(&eval, &store, run.options()?).build(&eval.graph.closure(&images));
+    stop_on_signals();
+    let realiser = Realiser::new(&eval, &store, run.options()?);
+    let report = realiser.build(&eval.graph.closure(&images));
     report_failures(&eval, &report);
+    interrupted()?;
     if !report.ok() {
         return Err(Failure {
             status: EXIT_FAILURE,
             message: Some("no release written: the images did not all build".into()),
         });
+    }
+    // The images are checked before they are published, as any input is.
+    for (i, r) in &report.realised {
+        realiser
+            .check_intact(&eval.instance(*i).id, r)
+            .map_err(|e| {
+                print_diagnostic(&e);
+                Failure::failed()
+            })?;
     }
     for r in releases {
         let inst = eval.instance(r);

@@ -18,6 +18,7 @@ pub(super) fn cmd_fetch(
         keep_going: true,
         fetch: fetch.options()?,
     };
+    stop_on_signals();
     let report = Realiser::new(&eval, &store, options).build(&sources);
     for i in sources.iter() {
         let inst = eval.instance(i);
@@ -33,6 +34,7 @@ pub(super) fn cmd_fetch(
         errln!("error: {}", eval.instance(*i).id);
         print_diagnostic(e);
     }
+    interrupted()?;
     if report.failed.is_empty() {
         Ok(())
     } else {

@@ -51,13 +51,19 @@ pub(super) fn cmd_verify(store_args: &StoreArgs) -> Result<(), Failure> {
     for o in &report.corrupt {
         outln!("corrupt object {o}: dropped, it will rebuild");
     }
+    for s in &report.corrupt_sources {
+        outln!("corrupt source {s}: removed, it will be fetched again");
+    }
     outln!(
-        "{} objects checked, {} corrupt, {} keys dropped",
+        "{} objects checked, {} corrupt, {} keys dropped; {} sources checked, {} corrupt; {} leftover temporary files removed",
         report.checked,
         report.corrupt.len(),
-        report.keys_dropped
+        report.keys_dropped,
+        report.sources_checked,
+        report.corrupt_sources.len(),
+        report.leftovers
     );
-    if report.corrupt.is_empty() {
+    if report.corrupt.is_empty() && report.corrupt_sources.is_empty() {
         Ok(())
     } else {
         Err(Failure::failed())

@@ -4,13 +4,15 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::exec::{input_var, SANDBOX_VARS};
-use crate::recipe::Build;
+use crate::exec::{input_var, Confinement, Limits, SANDBOX_VARS};
+use crate::recipe::{Build, StepLimits};
 
 #[derive(Clone, Debug)]
 pub struct BuildSpec {
     pub script: String,
     pub env: Vec<(String, String)>,
+    pub limits: Limits,
+    pub confinement: Confinement,
 }
 
 impl Derivation for BuildSpec {
@@ -59,11 +61,24 @@ impl Derivation for BuildSpec {
                 .iter()
                 .map(|v| (v.name.value.clone(), cx.render(&v.value)))
                 .collect(),
+            limits: limits(&body.limits),
+            confinement: if body.privileged {
+                Confinement::Privileged
+            } else {
+                Confinement::Confined
+            },
         })
     }
 
+    fn privileged(&self) -> bool {
+        self.confinement == Confinement::Privileged
+    }
+
     fn describe(&self, _: &NodeName, d: &mut Description) {
-        d.text("script", &self.script).vars("env", &self.env);
+        // Limits say when to give up, not what is built: not part of the key.
+        d.text("script", &self.script)
+            .vars("env", &self.env)
+            .flag("privileged", self.confinement == Confinement::Privileged);
     }
 
     fn produce(&self, cx: &Step<'_>) -> Result<Produced, StepError> {
@@ -91,14 +106,16 @@ impl Derivation for BuildSpec {
         });
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         let mut path = Vec::new();
+        let mut mounts = Vec::new();
+        let mut cache = None;
         if let Some((name, _, t)) = toolchain {
             env.insert("HOST".into(), t.target.clone());
             env.extend(t.env.iter().cloned());
             if let Some(var) = &t.cache {
-                let dir = cx.store.toolchain_cache(name);
-                env.insert(var.clone(), dir.display().to_string());
+                cache = Some((var.clone(), cx.store.toolchain_cache(name)));
             }
             path.extend(t.paths.iter().cloned());
+            mounts.extend(t.paths.iter().chain(&t.mounts).cloned());
         }
         env.extend(self.env.iter().cloned());
         let step = crate::exec::Step {
@@ -109,8 +126,12 @@ impl Derivation for BuildSpec {
                 .inputs(Role::Input)
                 .filter_map(|i| Some((i.name.to_string(), i.realised.path.clone()?)))
                 .collect(),
+            mounts,
+            cache,
             jobs: cx.jobs,
             source_date_epoch: SOURCE_DATE_EPOCH,
+            limits: self.limits,
+            confinement: self.confinement,
         };
         // zig's cache has shown a race when two links for one target first need
         // the same new artifact at once ("C compiler cannot create executables"):
@@ -125,6 +146,16 @@ impl Derivation for BuildSpec {
         };
         crate::exec::run(&step, work, &cx.store.log_path(&cx.key))?;
         Ok(Produced::Tree)
+    }
+}
+
+/// The recipe's limits over bake's defaults.
+fn limits(declared: &StepLimits) -> Limits {
+    let default = Limits::default();
+    Limits {
+        time: declared.time.unwrap_or(default.time),
+        memory: declared.memory.unwrap_or(default.memory),
+        output: declared.output.unwrap_or(default.output),
     }
 }
 

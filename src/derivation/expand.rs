@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::fingerprint::{fingerprint, Fingerprint, StatCache};
 use crate::names::InstanceId;
+use crate::recipe::limits::MAX_FINGERPRINT_BYTES;
 use crate::recipe::{Node, RecipeError, Selected, Spanned, Template};
 
 /// The axes a declaration names itself: in placeholders, and in `AXIS="value"`
@@ -106,6 +107,32 @@ impl<'a> Expand<'a> {
         paths.iter().map(|p| self.dir.join(&p.value)).collect()
     }
 
+    /// Refuses paths outside the repository holding the declaring file (the
+    /// nearest directory up with a `.git`, else the file's own directory): an
+    /// image is made of what the repository says, not of the machine's files.
+    pub fn inside_repository(&self, paths: &[Spanned<String>]) -> Result<(), RecipeError> {
+        let top = self
+            .dir
+            .ancestors()
+            .find(|d| d.join(".git").exists())
+            .unwrap_or(&self.dir);
+        let top = top.canonicalize().unwrap_or_else(|_| top.to_path_buf());
+        for p in paths {
+            let Ok(real) = self.dir.join(&p.value).canonicalize() else {
+                continue;
+            };
+            if !real.starts_with(&top) {
+                return Err(RecipeError::at(
+                    p.loc,
+                    format!("`{}` is outside the repository {}", p.value, top.display()),
+                    "outside the repository",
+                )
+                .help("keep the files an image carries in the repository, next to the recipe"));
+            }
+        }
+        Ok(())
+    }
+
     /// The fingerprint of local files, each named by the path the recipe wrote, so
     /// it is the same wherever the checkout is.
     pub fn fingerprint(&mut self, paths: &[Spanned<String>]) -> Result<Fingerprint, RecipeError> {
@@ -113,7 +140,7 @@ impl<'a> Expand<'a> {
             .iter()
             .map(|p| (p.value.as_str(), self.dir.join(&p.value)))
             .collect();
-        fingerprint(&labelled, self.cache).map_err(|e| {
+        fingerprint(&labelled, self.cache, MAX_FINGERPRINT_BYTES).map_err(|e| {
             let mut err = RecipeError::new(format!("cannot read local files: {e}"));
             if let Some(p) = paths.first() {
                 err = err.label(p.loc, "while reading these");

@@ -158,9 +158,33 @@ pub enum StepError {
     #[error("{message}")]
     #[diagnostic(code(bake::step::invalid), help("{help}"))]
     Invalid { message: String, help: String },
+    /// Something in the store no longer has the hash it is filed under; it was
+    /// removed so the next run makes it anew.
+    #[error("{what} is corrupt: expected {expected}, found {actual}")]
+    #[diagnostic(
+        code(bake::store::corrupt),
+        help("it was removed from the store; run bake again to fetch or build it anew")
+    )]
+    Corrupt {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    /// Not started: bake was asked to stop.
+    #[error("not started: interrupted")]
+    #[diagnostic(code(bake::step::cancelled))]
+    Cancelled,
 }
 
 impl StepError {
+    /// Stopped while it ran, because bake was asked to stop.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(
+            self,
+            StepError::Exec(ExecError::Interrupted) | StepError::Fetch(FetchError::Interrupted)
+        )
+    }
+
     pub fn io(what: impl Into<String>, source: io::Error) -> StepError {
         StepError::Io {
             what: what.into(),
@@ -330,6 +354,11 @@ trait Derivation: Sized {
         None
     }
 
+    /// Whether its step runs with root and the host's file system, as declared.
+    fn privileged(&self) -> bool {
+        false
+    }
+
     /// The instance as the store (or the machine) already has it.
     fn lookup(&self, cx: &Lookup<'_>) -> Result<Realised, Reason> {
         cx.stored()
@@ -390,6 +419,12 @@ macro_rules! kinds {
             pub fn shown(&self) -> Option<String> {
                 match self {
                     $(Spec::$kind(s) => s.shown(),)*
+                }
+            }
+
+            pub fn privileged(&self) -> bool {
+                match self {
+                    $(Spec::$kind(s) => s.privileged(),)*
                 }
             }
 

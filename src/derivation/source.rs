@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use super::*;
-use crate::fetch::unpack::{copy_file, unpack_archive};
-use crate::fetch::{SourceSpec as Request, SourceUrl};
+use crate::fetch::unpack::{copy_file, unpack_archive, UnpackLimits};
+use crate::fetch::{hash_file, SourceSpec as Request, SourceUrl, DEFAULT_DOWNLOAD_LIMIT};
 use crate::hash::SourceHash;
 use crate::recipe::Source;
 
@@ -15,22 +15,38 @@ pub struct SourceSpec {
     pub urls: Vec<SourceUrl>,
     pub hash: SourceHash,
     pub unpack: bool,
+    pub size: Option<u64>,
+    pub download_limit: u64,
+    pub unpack_limits: UnpackLimits,
 }
 
 impl SourceSpec {
     /// Unpacks the fetched `file` into `dir` (top directory stripped), or copies
-    /// it there under its URL's file name when it is not an archive.
-    pub fn place(&self, name: &NodeName, file: &Path, dir: &Path) -> Result<(), UnpackError> {
+    /// it there under its URL's file name when it is not an archive. The file is
+    /// hashed again first: a store's copy that no longer has its hash is removed,
+    /// so the next run fetches it anew, and never reaches a step.
+    pub fn place(&self, name: &NodeName, file: &Path, dir: &Path) -> Result<(), StepError> {
+        let actual = hash_file(file, self.hash.algo)
+            .map_err(|e| StepError::io(format!("cannot read {}", file.display()), e))?;
+        if actual != self.hash {
+            let _ = std::fs::remove_file(file);
+            return Err(StepError::Corrupt {
+                what: format!("source {name} in the store ({})", file.display()),
+                expected: self.hash.to_string(),
+                actual: actual.to_string(),
+            });
+        }
         let epoch = SOURCE_DATE_EPOCH as u64;
         if self.unpack {
-            return unpack_archive(file, dir, epoch);
+            return Ok(unpack_archive(file, dir, epoch, &self.unpack_limits)?);
         }
         let file_name = self
             .urls
             .iter()
             .find_map(SourceUrl::file_name)
             .unwrap_or(name.as_str());
-        copy_file(file, dir, file_name, epoch).map(|_| ())
+        copy_file(file, dir, file_name, epoch)?;
+        Ok(())
     }
 }
 
@@ -59,6 +75,7 @@ impl Derivation for SourceSpec {
                 })
             })
             .collect::<Result<_, _>>()?;
+        let defaults = UnpackLimits::default();
         Ok(SourceSpec {
             urls,
             hash: cx
@@ -66,6 +83,12 @@ impl Derivation for SourceSpec {
                 .value
                 .clone(),
             unpack: body.unpack,
+            size: body.size,
+            download_limit: body.limits.download.unwrap_or(DEFAULT_DOWNLOAD_LIMIT),
+            unpack_limits: UnpackLimits {
+                bytes: body.limits.unpacked.unwrap_or(defaults.bytes),
+                ratio: body.limits.ratio.unwrap_or(defaults.ratio),
+            },
         })
     }
 
@@ -97,6 +120,8 @@ impl Derivation for SourceSpec {
             name: cx.name.to_string(),
             urls: self.urls.clone(),
             hash: self.hash.clone(),
+            size: self.size,
+            max_size: self.download_limit,
         };
         Ok(Produced::File(cx.fetcher.fetch(&request)?))
     }

@@ -35,6 +35,7 @@ impl Derivation for SysextSpec {
     }
 
     fn expand(body: &Sysext, cx: &mut Expand<'_>) -> Result<Self, RecipeError> {
+        cx.inside_repository(&body.files)?;
         let print = cx.fingerprint(&body.files)?;
         let files = cx.local_paths(&body.files);
         if let Some(missing) = print.missing.first() {

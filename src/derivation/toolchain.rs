@@ -12,6 +12,8 @@ pub struct ToolchainSpec {
     /// The GNU triple, exported as `HOST`.
     pub target: String,
     pub paths: Vec<PathBuf>,
+    /// What steps see of it besides `paths`, read-only at the same places.
+    pub mounts: Vec<PathBuf>,
     pub env: Vec<(String, String)>,
     /// The variable bake points at a persistent cache in the store.
     pub cache: Option<String>,
@@ -59,6 +61,7 @@ impl Derivation for ToolchainSpec {
                 .value
                 .clone(),
             paths: cx.local_paths(&body.paths),
+            mounts: cx.local_paths(&body.mounts),
             env,
             cache: body.cache.as_ref().map(|c| c.value.clone()),
             identity: print.digest,

@@ -10,6 +10,7 @@ use crate::fingerprint::StatCache;
 use crate::graph::Dag;
 use crate::hash::EvalKey;
 use crate::names::{AxisName, AxisValue, InstanceId};
+use crate::recipe::limits::MAX_INSTANCES;
 use crate::recipe::{Axis, Files, Kind, Node, RecipeError, Role};
 
 pub fn expand(
@@ -23,6 +24,7 @@ pub fn expand(
     // (node, value index per axis the node uses) -> instance
     let mut table: HashMap<(usize, Vec<usize>), usize> = HashMap::new();
     let mut of_node: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    check_instance_count(axes, nodes, resolved)?;
     for &n in &resolved.order {
         let node = &nodes[n];
         let node_axes = &resolved.axes[n];
@@ -99,6 +101,41 @@ pub fn expand(
         }
     }
     Ok(graph)
+}
+
+/// Refuses a matrix that would expand to more than [`MAX_INSTANCES`], before
+/// anything is allocated for it.
+fn check_instance_count(
+    axes: &[Axis],
+    nodes: &[Node],
+    resolved: &Resolved,
+) -> Result<(), RecipeError> {
+    let mut total: u64 = 0;
+    for (n, node_axes) in resolved.axes.iter().enumerate() {
+        let count = node_axes
+            .iter()
+            .try_fold(1u64, |acc, &a| acc.checked_mul(axes[a].values.len() as u64));
+        total = count.and_then(|c| total.checked_add(c)).unwrap_or(u64::MAX);
+        if total > MAX_INSTANCES {
+            let node = &nodes[n];
+            let names: Vec<&str> = node_axes
+                .iter()
+                .map(|&a| axes[a].name.value.as_str())
+                .collect();
+            return Err(RecipeError::at(
+                node.name.loc,
+                format!("the matrix expands to more than {MAX_INSTANCES} instances"),
+                format!(
+                    "{} `{}` varies over {}",
+                    node.kind(),
+                    node.name.value,
+                    names.join(", ")
+                ),
+            )
+            .help("use fewer axes or axis values"));
+        }
+    }
+    Ok(())
 }
 
 /// Every combination of value indices, the last axis varying fastest; one empty

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::recipe::limits::MAX_FILE_BYTES;
 use crate::recipe::{self, Axis, Files, Loc, Node, RecipeError, Spanned};
 
 /// Every declaration reachable from the top recipe, imports first.
@@ -51,8 +52,13 @@ fn load_file(
     if files.find(path).is_some() {
         return Ok(());
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| RecipeError::new(format!("cannot read recipe `{display}`: {e}")))?;
+    let text = read_recipe(path).map_err(|why| {
+        let err = RecipeError::new(format!("cannot read recipe `{display}`: {why}"));
+        match via {
+            Some(loc) => err.label(loc, "imported here"),
+            None => err,
+        }
+    })?;
     let id = files.add(path.to_path_buf(), display, text);
     let text = files.get(id).text.clone();
     let recipe = recipe::parse(id, &text)?;
@@ -69,6 +75,21 @@ fn load_file(
     loaded.axes.extend(recipe.axes);
     loaded.nodes.extend(recipe.nodes);
     Ok(())
+}
+
+/// A recipe's text: a regular file of at most [`MAX_FILE_BYTES`].
+fn read_recipe(path: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!(
+            "{} bytes, more than a recipe may have ({MAX_FILE_BYTES})",
+            meta.len()
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| e.to_string())
 }
 
 fn resolve_import(

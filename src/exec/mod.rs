@@ -1,6 +1,9 @@
-//! Running one build step: `sh -eu` in a clean sandbox, output to a log.
+//! Running one build step: `sh -eu` in a sandbox of its own, within its limits,
+//! output to a log.
 
+mod cgroup;
 mod sandbox;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -8,6 +11,12 @@ use std::fs;
 use std::io::{self, BufRead, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::units::{show_duration, show_size};
+
+pub use sandbox::Confinement;
+pub use watch::kill_all;
 
 /// The fixed path every step sees its build directory at.
 pub const BUILD_DIR: &str = "/build";
@@ -28,6 +37,27 @@ pub const SANDBOX_VARS: &[&str] = &[
 /// What follows a toolchain's directories on a step's PATH.
 pub const SYSTEM_PATH: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin"];
 
+/// What a step may use up before it is stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock time.
+    pub time: Duration,
+    /// Memory of the step's processes together, in bytes.
+    pub memory: u64,
+    /// Size of its output tree, and of any one file it writes, in bytes.
+    pub output: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            time: Duration::from_secs(4 * 3600),
+            memory: 16 << 30,
+            output: 16 << 30,
+        }
+    }
+}
+
 /// What a step runs, and with what.
 pub struct Step {
     pub script: String,
@@ -35,44 +65,126 @@ pub struct Step {
     pub env: BTreeMap<String, String>,
     /// Directories put first on PATH.
     pub path: Vec<PathBuf>,
-    /// Input name -> its output tree.
+    /// Input name -> its output tree, seen read-only.
     pub inputs: Vec<(String, PathBuf)>,
+    /// The toolchain's files, seen read-only at their own paths.
+    pub mounts: Vec<PathBuf>,
+    /// A persistent cache the step may write: the variable that names it, and
+    /// where it is on the host.
+    pub cache: Option<(String, PathBuf)>,
     pub jobs: usize,
     pub source_date_epoch: i64,
+    pub limits: Limits,
+    pub confinement: Confinement,
 }
 
 #[derive(Debug, miette::Diagnostic)]
 pub enum ExecError {
     #[diagnostic(code(bake::exec::io))]
-    Io(io::Error),
+    Io { what: String, source: io::Error },
+    #[diagnostic(
+        code(bake::exec::no_space),
+        help("free space on the file system holding the store, or move the store with --cache")
+    )]
+    NoSpace { path: PathBuf },
     #[diagnostic(code(bake::exec::failed))]
     Failed {
         status: String,
         log: PathBuf,
         tail: Vec<String>,
     },
+    #[diagnostic(
+        code(bake::exec::timed_out),
+        help("raise it in the recipe: limits time=\"...\"")
+    )]
+    TimedOut {
+        after: Duration,
+        log: PathBuf,
+        tail: Vec<String>,
+    },
+    #[diagnostic(
+        code(bake::exec::out_of_memory),
+        help("raise it in the recipe: limits memory=\"...\"")
+    )]
+    OutOfMemory {
+        limit: u64,
+        log: PathBuf,
+        tail: Vec<String>,
+    },
+    #[diagnostic(
+        code(bake::exec::output_too_large),
+        help("raise it in the recipe: limits output=\"...\"")
+    )]
+    OutputTooLarge { size: u64, limit: u64 },
+    #[diagnostic(code(bake::exec::interrupted))]
+    Interrupted,
 }
 
 impl std::error::Error for ExecError {}
 
-impl fmt::Display for ExecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExecError::Io(e) => write!(f, "cannot run the step: {e}"),
-            ExecError::Failed { status, log, tail } => {
-                writeln!(f, "the script {status}; last lines of its log:")?;
-                for line in tail {
-                    writeln!(f, "  | {line}")?;
-                }
-                write!(f, "full log: {}", log.display())
-            }
+impl ExecError {
+    fn io(what: impl Into<String>, path: &Path, source: io::Error) -> ExecError {
+        if source.kind() == io::ErrorKind::StorageFull {
+            return ExecError::NoSpace {
+                path: path.to_path_buf(),
+            };
+        }
+        ExecError::Io {
+            what: format!("{} {}", what.into(), path.display()),
+            source,
         }
     }
 }
 
-impl From<io::Error> for ExecError {
-    fn from(e: io::Error) -> Self {
-        ExecError::Io(e)
+impl fmt::Display for ExecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let with_tail = |f: &mut fmt::Formatter<'_>, tail: &[String], log: &Path| {
+            if tail.is_empty() {
+                return write!(f, "; its log is empty: {}", log.display());
+            }
+            writeln!(f, "; last lines of its log:")?;
+            for line in tail {
+                writeln!(f, "  | {line}")?;
+            }
+            write!(f, "full log: {}", log.display())
+        };
+        match self {
+            ExecError::Io { what, source } => write!(f, "cannot run the step: {what}: {source}"),
+            ExecError::NoSpace { path } => {
+                write!(
+                    f,
+                    "no space left on device while writing {}",
+                    path.display()
+                )
+            }
+            ExecError::Failed { status, log, tail } => {
+                write!(f, "the script {status}")?;
+                with_tail(f, tail, log)
+            }
+            ExecError::TimedOut { after, log, tail } => {
+                write!(
+                    f,
+                    "the step ran out of time after {}",
+                    show_duration(*after)
+                )?;
+                with_tail(f, tail, log)
+            }
+            ExecError::OutOfMemory { limit, log, tail } => {
+                write!(
+                    f,
+                    "the step ran out of memory (limit {})",
+                    show_size(*limit)
+                )?;
+                with_tail(f, tail, log)
+            }
+            ExecError::OutputTooLarge { size, limit } => write!(
+                f,
+                "the step's output is {}, over its limit of {}",
+                show_size(*size),
+                show_size(*limit)
+            ),
+            ExecError::Interrupted => write!(f, "interrupted"),
+        }
     }
 }
 
@@ -93,11 +205,16 @@ pub fn input_var(name: &str) -> String {
 /// Runs `step` with `work` as its build directory (`src/` there is the working
 /// directory); what it writes to `$out` ends up in `work/out`.
 pub fn run(step: &Step, work: &Path, log: &Path) -> Result<(), ExecError> {
-    for dir in ["src", "out", "home", "tmp", "inputs"] {
-        fs::create_dir_all(work.join(dir))?;
+    if crate::interrupt::requested().is_some() {
+        return Err(ExecError::Interrupted);
     }
-    fs::write(work.join("script.sh"), &step.script)?;
-    let sandbox = sandbox::Sandbox::new(work, &step.inputs)?;
+    for dir in ["src", "out", "home", "tmp", "inputs"] {
+        let d = work.join(dir);
+        fs::create_dir_all(&d).map_err(|e| ExecError::io("cannot create", &d, e))?;
+    }
+    let script = work.join("script.sh");
+    fs::write(&script, &step.script).map_err(|e| ExecError::io("cannot write", &script, e))?;
+    let mut sandbox = sandbox::Sandbox::new(step, work)?;
     let root = sandbox.build_dir();
     let mut env: BTreeMap<String, String> = step.env.clone();
     let path: Vec<String> = step
@@ -120,33 +237,97 @@ pub fn run(step: &Step, work: &Path, log: &Path) -> Result<(), ExecError> {
     for (name, _) in &step.inputs {
         env.insert(input_var(name), sandbox.input_path(name));
     }
-    if let Some(dir) = log.parent() {
-        fs::create_dir_all(dir)?;
+    if let Some((var, _)) = &step.cache {
+        env.insert(var.clone(), sandbox.cache_path());
     }
-    let log_file = fs::File::create(log)?;
+    if let Some(dir) = log.parent() {
+        fs::create_dir_all(dir).map_err(|e| ExecError::io("cannot create", dir, e))?;
+    }
+    let log_file = fs::File::create(log).map_err(|e| ExecError::io("cannot create", log, e))?;
+    let log_err = log_file
+        .try_clone()
+        .map_err(|e| ExecError::io("cannot open", log, e))?;
+    let memory = cgroup::Cgroup::create(step.limits.memory);
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-eu")
         .arg(format!("{root}/script.sh"))
         .env_clear()
         .envs(&env)
         .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file);
-    sandbox.apply(&mut cmd)?;
-    let status = cmd.status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        let status = match status.code() {
-            Some(c) => format!("exited with status {c}"),
-            None => "was killed by a signal".to_string(),
+        .stdout(log_file)
+        .stderr(log_err);
+    sandbox.apply(&mut cmd, memory.as_ref().map(|c| c.procs()))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| ExecError::io("cannot start", Path::new("/bin/sh"), e))?;
+    let watched = watch::watch(child.id(), step.limits.time);
+    let status = child.wait();
+    let ended = watched.finish();
+    let status = status.map_err(|e| ExecError::io("cannot wait for", Path::new("/bin/sh"), e))?;
+    let tail = || tail(log, 20);
+    match ended {
+        watch::Ended::Interrupted => return Err(ExecError::Interrupted),
+        watch::Ended::TimedOut => {
+            return Err(ExecError::TimedOut {
+                after: step.limits.time,
+                log: log.to_path_buf(),
+                tail: tail(),
+            })
+        }
+        watch::Ended::Normally => {}
+    }
+    if memory.as_ref().is_some_and(|c| c.oom_killed()) {
+        return Err(ExecError::OutOfMemory {
+            limit: step.limits.memory,
+            log: log.to_path_buf(),
+            tail: tail(),
+        });
+    }
+    if !status.success() {
+        // A step that could not write its log on a full disk has nothing to show.
+        if tail().is_empty() && no_space_left(log) {
+            return Err(ExecError::NoSpace {
+                path: log.to_path_buf(),
+            });
+        }
+        let status = match (
+            status.code(),
+            std::os::unix::process::ExitStatusExt::signal(&status),
+        ) {
+            (Some(c), _) => format!("exited with status {c}"),
+            (None, Some(s)) => format!("was killed by signal {s}"),
+            (None, None) => "was killed".to_string(),
         };
-        Err(ExecError::Failed {
+        return Err(ExecError::Failed {
             status,
             log: log.to_path_buf(),
-            tail: tail(log, 20),
-        })
+            tail: tail(),
+        });
     }
+    let size = crate::store::tree_size(&work.join("out"));
+    if size > step.limits.output {
+        return Err(ExecError::OutputTooLarge {
+            size,
+            limit: step.limits.output,
+        });
+    }
+    Ok(())
+}
+
+/// Whether the file system holding `path` has no space (or no inodes) left.
+fn no_space_left(path: &Path) -> bool {
+    let Some(dir) = path.parent() else {
+        return false;
+    };
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statvfs writes into the struct it is given; the path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    st.f_bavail == 0 || st.f_favail == 0
 }
 
 /// The last `n` lines of a log.

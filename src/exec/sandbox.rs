@@ -1,85 +1,307 @@
-//! The sandbox a step runs in: as root, a private mount namespace in which the
-//! build directory is bind-mounted at the fixed path `/build` and each input
-//! read-only at `/build/inputs/NAME`, plus a network namespace with no
-//! interfaces up. Where that is impossible, the step runs in place, said once.
+//! The sandbox a step runs in, set up between fork and exec.
+//!
+//! A confined step gets its own mount, PID, network (loopback only), IPC and UTS
+//! namespaces and a root file system of its own: the system's `/usr`, `/etc` and
+//! their links read-only, its toolchain's files read-only at their own paths,
+//! `/build` (its source, `$out`, inputs read-only), a private `/tmp`, a minimal
+//! `/dev` and its own `/proc`; nothing else of the host. When bake is root the
+//! step runs as the unprivileged [`BUILD_UID`]; otherwise as root of a user
+//! namespace mapped to the invoking user. A privileged step (declared so in the
+//! recipe) keeps root and the host's file system, but still gets the namespaces,
+//! so everything it starts dies with it and it sees no network but loopback.
+//!
+//! The step's shell is PID 1 of its namespace: when it ends, the kernel kills
+//! whatever it left behind. Between bake and it sits one waiting process, which
+//! turns a SIGTERM (a timeout, an interrupt, bake's own death) into a SIGKILL of
+//! the whole namespace and exits only once it is gone.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
 
-use super::BUILD_DIR;
+use super::{ExecError, Step, BUILD_DIR};
 
-/// Whether mount namespaces work here; probed once per process.
-fn namespaces_work() -> bool {
-    static WORKS: OnceLock<bool> = OnceLock::new();
-    *WORKS.get_or_init(|| {
-        // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
-        let ok = root
-            && fs::create_dir_all(BUILD_DIR).is_ok()
-            && Command::new("/bin/true")
-                .pre_exec_unshare()
-                .status()
-                .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!(
-                "warning: cannot make a mount namespace (needs root and unshare); steps run in place, \
-                 so their build paths vary and outputs may not be reproducible"
-            );
+/// The uid and gid confined steps run as when bake is root.
+pub const BUILD_UID: u32 = 30000;
+
+/// Where a confined step sees its toolchain's cache.
+const CACHE_DIR: &str = "/toolchain-cache";
+
+/// What of the host's root a confined step sees (read-only), where it exists.
+const HOST_ENTRIES: &[&str] = &[
+    "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc",
+];
+
+/// Device nodes a confined step gets.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// How much of the host a step may use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Confinement {
+    /// Its own root file system, no privilege.
+    #[default]
+    Confined,
+    /// Root, and the host's file system: for steps that make namespaces, mounts
+    /// or containers. Declared in the recipe.
+    Privileged,
+}
+
+/// What this process can do, probed once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Root: namespaces, then the unprivileged build uid.
+    Root,
+    /// Not root: a user namespace first.
+    User { uid: u32, gid: u32 },
+    /// Neither works: steps run in place, unconfined.
+    InPlace,
+}
+
+fn mode() -> Mode {
+    static MODE: OnceLock<Mode> = OnceLock::new();
+    *MODE.get_or_init(|| {
+        // SAFETY: getuid, geteuid and getgid have no preconditions.
+        let (uid, euid, gid) = unsafe { (libc::getuid(), libc::geteuid(), libc::getgid()) };
+        let wanted = if euid == 0 {
+            Mode::Root
+        } else {
+            Mode::User { uid, gid }
+        };
+        let flags = namespace_flags(wanted);
+        let mut probe = Command::new("/bin/true");
+        // SAFETY: unshare is async-signal-safe.
+        unsafe {
+            probe.pre_exec(move || check(libc::unshare(flags)));
         }
-        ok
+        if probe.status().is_ok_and(|s| s.success()) {
+            return wanted;
+        }
+        crate::progress::warn(
+            "cannot make namespaces here (needs root or user namespaces); steps run in place, \
+             unconfined, and their build paths vary, so outputs may not be reproducible",
+        );
+        Mode::InPlace
     })
 }
 
-trait Unshare {
-    fn pre_exec_unshare(&mut self) -> &mut Self;
+fn namespace_flags(mode: Mode) -> libc::c_int {
+    let base = libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS;
+    match mode {
+        Mode::User { .. } => base | libc::CLONE_NEWUSER,
+        _ => base,
+    }
 }
 
-impl Unshare for Command {
-    fn pre_exec_unshare(&mut self) -> &mut Self {
-        // SAFETY: unshare is async-signal-safe.
-        unsafe {
-            self.pre_exec(|| {
-                if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            })
-        }
-    }
+/// One thing done to the new root between fork and exec.
+enum Op {
+    Mkdir(CString),
+    Symlink(CString, CString),
+    Touch(CString),
+    /// Bind `src` at `dst`; read-only ones also lose setuid.
+    Bind {
+        src: CString,
+        dst: CString,
+        read_only: bool,
+    },
+    Tmpfs(CString, CString),
+    Proc(CString),
 }
 
 pub struct Sandbox {
     work: PathBuf,
-    isolated: bool,
-    /// (source, mount point) pairs, read-only.
-    inputs: Vec<(PathBuf, String, PathBuf)>,
+    mode: Mode,
+    confinement: Confinement,
+    /// The directory a confined step's root is built on, and the files bake
+    /// makes for it (`passwd`, `group`); both removed afterwards.
+    scratch: Option<(PathBuf, PathBuf)>,
+    inputs: Vec<(String, PathBuf)>,
+    cache: Option<PathBuf>,
+    ops: Vec<Op>,
 }
 
 impl Sandbox {
-    pub fn new(work: &Path, inputs: &[(String, PathBuf)]) -> io::Result<Sandbox> {
-        let isolated = namespaces_work();
-        let mut mounts = Vec::new();
-        for (name, path) in inputs {
+    pub fn new(step: &Step, work: &Path) -> Result<Sandbox, ExecError> {
+        let mode = mode();
+        let io = |what: &str, path: &Path| {
+            let path = path.to_path_buf();
+            let what = what.to_string();
+            move |e| ExecError::io(what, &path, e)
+        };
+        let mut inputs = Vec::new();
+        for (name, path) in &step.inputs {
             let point = work.join("inputs").join(name);
-            fs::create_dir_all(&point)?;
-            mounts.push((path.clone(), name.clone(), point));
+            fs::create_dir_all(&point).map_err(io("cannot create", &point))?;
+            inputs.push((name.clone(), path.clone()));
         }
-        Ok(Sandbox {
+        let mut sandbox = Sandbox {
             work: work.to_path_buf(),
-            isolated,
-            inputs: mounts,
-        })
+            mode,
+            confinement: step.confinement,
+            scratch: None,
+            inputs,
+            cache: step.cache.as_ref().map(|(_, dir)| dir.clone()),
+            ops: Vec::new(),
+        };
+        if let Some(dir) = &sandbox.cache {
+            fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+        }
+        match (mode, step.confinement) {
+            (Mode::InPlace, _) => {}
+            (Mode::User { .. }, Confinement::Privileged) => {
+                return Err(ExecError::Io {
+                    what: "a privileged step".into(),
+                    source: io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        "it needs bake to run as root",
+                    ),
+                })
+            }
+            (_, Confinement::Privileged) => {
+                fs::create_dir_all(BUILD_DIR).map_err(io("cannot create", Path::new(BUILD_DIR)))?;
+            }
+            (_, Confinement::Confined) => sandbox.confine(step)?,
+        }
+        Ok(sandbox)
+    }
+
+    /// Prepares the root of a confined step: every path and string it needs is
+    /// made now, as nothing may allocate between fork and exec.
+    fn confine(&mut self, step: &Step) -> Result<(), ExecError> {
+        let name = self
+            .work
+            .file_name()
+            .map_or_else(|| "step".into(), |n| n.to_string_lossy().into_owned());
+        let parent = self.work.parent().unwrap_or(Path::new("/"));
+        let root = parent.join(format!("{name}.root"));
+        let etc = parent.join(format!("{name}.etc"));
+        for d in [&root, &etc] {
+            fs::create_dir_all(d).map_err(|e| ExecError::io("cannot create", d, e))?;
+        }
+        let (uid, gid) = match self.mode {
+            Mode::Root => (BUILD_UID, BUILD_UID),
+            _ => (0, 0),
+        };
+        let passwd = format!(
+            "root:x:0:0:root:/build/home:/bin/sh\nbake:x:{uid}:{gid}:bake build user:/build/home:/bin/sh\n\
+             nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        );
+        let group = format!("root:x:0:\nbake:x:{gid}:\nnogroup:x:65534:\n");
+        for (file, text) in [("passwd", passwd), ("group", group)] {
+            let p = etc.join(file);
+            fs::write(&p, text).map_err(|e| ExecError::io("cannot write", &p, e))?;
+        }
+        self.scratch = Some((root.clone(), etc.clone()));
+        let at = |p: &str| cpath(&root.join(p.trim_start_matches('/')));
+        let mut ops = vec![Op::Tmpfs(cpath(&root)?, cstr("mode=0755")?)];
+        for entry in HOST_ENTRIES {
+            let host = Path::new("/").join(entry);
+            match fs::symlink_metadata(&host) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    let target =
+                        fs::read_link(&host).map_err(|e| ExecError::io("cannot read", &host, e))?;
+                    ops.push(Op::Symlink(cpath(&target)?, at(entry)?));
+                }
+                Ok(m) if m.is_dir() => {
+                    ops.push(Op::Mkdir(at(entry)?));
+                    ops.push(bind(&host, &root.join(entry), true)?);
+                }
+                _ => {}
+            }
+        }
+        for file in ["passwd", "group"] {
+            ops.push(bind(&etc.join(file), &root.join("etc").join(file), true)?);
+        }
+        ops.push(Op::Mkdir(at("build")?));
+        ops.push(bind(&self.work, &root.join("build"), false)?);
+        for (name, path) in &self.inputs {
+            ops.push(bind(path, &root.join("build/inputs").join(name), true)?);
+        }
+        for m in &step.mounts {
+            let real = m
+                .canonicalize()
+                .map_err(|e| ExecError::io("cannot find the toolchain's", m, e))?;
+            // The system's own directories are there already.
+            if HOST_ENTRIES
+                .iter()
+                .any(|e| real.starts_with(Path::new("/").join(e)))
+            {
+                continue;
+            }
+            let inside = root.join(real.strip_prefix("/").unwrap_or(&real));
+            ops.extend(mkdirs(&root, &inside)?);
+            ops.push(bind(&real, &inside, true)?);
+            if *m != real && m.is_absolute() {
+                let link = root.join(m.strip_prefix("/").unwrap_or(m));
+                if let Some(parent) = link.parent() {
+                    ops.extend(mkdirs(&root, parent)?);
+                }
+                ops.push(Op::Symlink(cpath(&real)?, cpath(&link)?));
+            }
+        }
+        if let Some(cache) = &self.cache {
+            ops.push(Op::Mkdir(at(CACHE_DIR)?));
+            ops.push(bind(cache, &root.join(&CACHE_DIR[1..]), false)?);
+        }
+        ops.push(Op::Mkdir(at("tmp")?));
+        ops.push(Op::Tmpfs(at("tmp")?, cstr("mode=1777")?));
+        ops.push(Op::Mkdir(at("dev")?));
+        ops.push(Op::Tmpfs(at("dev")?, cstr("mode=0755")?));
+        for dev in DEVICES {
+            let host = Path::new("/dev").join(dev);
+            if host.exists() {
+                ops.push(Op::Touch(at(&format!("dev/{dev}"))?));
+                ops.push(bind(&host, &root.join("dev").join(dev), false)?);
+            }
+        }
+        for (link, target) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            ops.push(Op::Symlink(cstr(target)?, at(&format!("dev/{link}"))?));
+        }
+        ops.push(Op::Mkdir(at("dev/shm")?));
+        ops.push(Op::Tmpfs(at("dev/shm")?, cstr("mode=1777")?));
+        ops.push(Op::Mkdir(at("proc")?));
+        ops.push(Op::Proc(at("proc")?));
+        self.ops = ops;
+        if self.mode == Mode::Root {
+            // /build is the builder's, but for the inputs' mount points.
+            for entry in ["", "src", "out", "home", "tmp", "script.sh"] {
+                let path = self.work.join(entry);
+                if entry.is_empty() {
+                    std::os::unix::fs::lchown(&path, Some(BUILD_UID), Some(BUILD_UID))
+                        .map_err(|e| ExecError::io("cannot hand over", &path, e))?;
+                } else {
+                    chown_tree(&path, BUILD_UID)?;
+                }
+            }
+            if let Some(cache) = &self.cache {
+                chown_tree(cache, BUILD_UID)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn isolated(&self) -> bool {
+        self.mode != Mode::InPlace
     }
 
     /// The build directory as the step sees it.
     pub fn build_dir(&self) -> String {
-        if self.isolated {
+        if self.isolated() {
             BUILD_DIR.to_string()
         } else {
             self.work.display().to_string()
@@ -88,87 +310,301 @@ impl Sandbox {
 
     /// Where the step sees input `name`.
     pub fn input_path(&self, name: &str) -> String {
-        match self.inputs.iter().find(|(_, n, _)| n == name) {
-            Some((source, _, _)) if !self.isolated => source.display().to_string(),
+        match self.inputs.iter().find(|(n, _)| n == name) {
+            Some((_, source)) if !self.isolated() => source.display().to_string(),
             _ => format!("{}/inputs/{name}", self.build_dir()),
         }
     }
 
-    /// Arranges for `cmd` to enter the sandbox between fork and exec.
-    pub fn apply(&self, cmd: &mut Command) -> io::Result<()> {
-        let cwd = cstr(&Path::new(&self.build_dir()).join("src"))?;
-        if !self.isolated {
-            let cwd = cwd.clone();
+    /// Where the step sees its toolchain's cache.
+    pub fn cache_path(&self) -> String {
+        match (&self.cache, self.isolated(), self.confinement) {
+            (_, true, Confinement::Confined) => CACHE_DIR.to_string(),
+            (Some(dir), _, _) => dir.display().to_string(),
+            (None, _, _) => String::new(),
+        }
+    }
+
+    /// Arranges for `cmd` to enter the sandbox between fork and exec; `cgroup`
+    /// is the `cgroup.procs` file of the step's memory limit, if it has one.
+    pub fn apply(&mut self, cmd: &mut Command, cgroup: Option<&CStr>) -> Result<(), ExecError> {
+        let cgroup = cgroup.map(CStr::to_owned);
+        let cwd = cpath(&Path::new(&self.build_dir()).join("src"))?;
+        if !self.isolated() {
             // SAFETY: only async-signal-safe calls on memory prepared before fork.
             unsafe {
                 cmd.pre_exec(move || {
                     libc::umask(0o022);
                     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    // Its own process group, so a timeout kills what it started too.
+                    check(libc::setpgid(0, 0))?;
+                    join_cgroup(cgroup.as_deref())?;
                     check(libc::chdir(cwd.as_ptr()))
                 });
             }
             return Ok(());
         }
-        let work = cstr(&self.work)?;
-        let build = cstr(Path::new(BUILD_DIR))?;
-        let root = cstr(Path::new("/"))?;
-        let inputs: Vec<(CString, CString)> = self
-            .inputs
-            .iter()
-            .map(|(source, name, _)| {
-                Ok((
-                    cstr(source)?,
-                    cstr(&Path::new(BUILD_DIR).join("inputs").join(name))?,
-                ))
-            })
-            .collect::<io::Result<_>>()?;
-        // SAFETY: only async-signal-safe system calls, on memory prepared before fork.
+        let flags = namespace_flags(self.mode);
+        let maps = match self.mode {
+            Mode::User { uid, gid } => Some((
+                format!("0 {uid} 1\n").into_bytes(),
+                format!("0 {gid} 1\n").into_bytes(),
+            )),
+            _ => None,
+        };
+        let confined = self.confinement == Confinement::Confined;
+        let become_builder = confined && self.mode == Mode::Root;
+        let root = match &self.scratch {
+            Some((root, _)) if confined => Some(cpath(root)?),
+            _ => None,
+        };
+        // Privileged steps: only /build and the inputs, on the host's own root.
+        let privileged_binds = if confined {
+            Vec::new()
+        } else {
+            let mut binds = vec![bind(&self.work, Path::new(BUILD_DIR), false)?];
+            for (name, path) in &self.inputs {
+                let point = Path::new(BUILD_DIR).join("inputs").join(name);
+                binds.push(bind(path, &point, true)?);
+            }
+            binds
+        };
+        let proc_dir = cstr("/proc")?;
+        let ops = std::mem::take(&mut self.ops);
+        let files = [
+            cstr("/proc/self/setgroups")?,
+            cstr("/proc/self/uid_map")?,
+            cstr("/proc/self/gid_map")?,
+        ];
+        let hostname = b"localhost";
+        // SAFETY: only system calls, on memory prepared before fork; the waiting
+        // process never returns into Rust.
         unsafe {
             cmd.pre_exec(move || {
                 libc::umask(0o022);
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                check(libc::unshare(libc::CLONE_NEWNS))?;
-                // No network but loopback where a network namespace can be had; not fatal otherwise.
-                if libc::unshare(libc::CLONE_NEWNET) == 0 {
-                    loopback_up();
+                // Bake gone: the waiting process stops the step.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                libc::signal(libc::SIGINT, libc::SIG_IGN);
+                join_cgroup(cgroup.as_deref())?;
+                check(libc::unshare(flags))?;
+                if let Some((uid_map, gid_map)) = &maps {
+                    write_file(&files[0], b"deny")?;
+                    write_file(&files[1], uid_map)?;
+                    write_file(&files[2], gid_map)?;
                 }
+                let pid = libc::fork();
+                if pid < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if pid > 0 {
+                    wait_for_step(pid);
+                }
+                // PID 1 of the step's namespace from here on.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::setsid();
+                libc::sethostname(hostname.as_ptr().cast(), hostname.len());
                 let none = std::ptr::null();
                 check(libc::mount(
                     none,
-                    root.as_ptr(),
+                    c"/".as_ptr(),
                     none,
                     libc::MS_REC | libc::MS_PRIVATE,
                     std::ptr::null(),
                 ))?;
-                check(libc::mount(
-                    work.as_ptr(),
-                    build.as_ptr(),
-                    none,
-                    libc::MS_BIND | libc::MS_REC,
-                    std::ptr::null(),
-                ))?;
-                for (source, point) in &inputs {
-                    check(libc::mount(
-                        source.as_ptr(),
-                        point.as_ptr(),
-                        none,
-                        libc::MS_BIND | libc::MS_REC,
-                        std::ptr::null(),
-                    ))?;
-                    let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC;
-                    check(libc::mount(
-                        none,
-                        point.as_ptr(),
-                        none,
-                        flags,
-                        std::ptr::null(),
-                    ))?;
+                loopback_up();
+                match &root {
+                    Some(root) => {
+                        for op in &ops {
+                            run_op(op)?;
+                        }
+                        check(libc::chdir(root.as_ptr()))?;
+                        check(
+                            libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr())
+                                as i32,
+                        )?;
+                        check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
+                    }
+                    None => {
+                        for op in &privileged_binds {
+                            run_op(op)?;
+                        }
+                        // Its own processes in /proc, not the host's.
+                        run_op(&Op::Proc(proc_dir.clone()))?;
+                    }
                 }
-                check(libc::chdir(cwd.as_ptr()))
+                check(libc::chdir(cwd.as_ptr()))?;
+                if become_builder {
+                    let id = BUILD_UID;
+                    check(libc::setgroups(0, std::ptr::null()))?;
+                    check(libc::setresgid(id, id, id))?;
+                    check(libc::setresuid(id, id, id))?;
+                }
+                if confined {
+                    check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+                }
+                Ok(())
             });
         }
         Ok(())
     }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // The mounts went with the step's namespace: these are plain directories.
+        if let Some((root, etc)) = &self.scratch {
+            let _ = fs::remove_dir_all(root);
+            let _ = fs::remove_dir_all(etc);
+        }
+    }
+}
+
+/// The step's process id, for the waiting process's signal handler.
+static STEP: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn kill_step(_: libc::c_int) {
+    let pid = STEP.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// The waiting process: relays a SIGTERM as a SIGKILL of the step's namespace,
+/// and ends as the step ended, once the whole namespace is gone.
+unsafe fn wait_for_step(pid: libc::pid_t) -> ! {
+    STEP.store(pid, Ordering::Relaxed);
+    // Bake's spawn returns once every copy of its exec-status pipe is closed:
+    // this process never execs, so it lets go of every descriptor it does not
+    // need, and bake learns the step started as soon as it has.
+    libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    let mut action: libc::sigaction = std::mem::zeroed();
+    action.sa_sigaction = kill_step as *const () as usize;
+    libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
+    let mut status = 0;
+    loop {
+        let r = libc::waitpid(pid, &mut status, 0);
+        if r == pid {
+            break;
+        }
+        if r < 0 && *libc::__errno_location() != libc::EINTR {
+            libc::_exit(127);
+        }
+    }
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        libc::signal(sig, libc::SIG_DFL);
+        libc::kill(libc::getpid(), sig);
+    }
+    libc::_exit(libc::WEXITSTATUS(status))
+}
+
+unsafe fn run_op(op: &Op) -> io::Result<()> {
+    let none = std::ptr::null();
+    match op {
+        Op::Mkdir(p) => {
+            if libc::mkdir(p.as_ptr(), 0o755) != 0 && *libc::__errno_location() != libc::EEXIST {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        }
+        Op::Symlink(target, link) => {
+            if libc::symlink(target.as_ptr(), link.as_ptr()) != 0
+                && *libc::__errno_location() != libc::EEXIST
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        }
+        Op::Touch(p) => {
+            let fd = libc::open(
+                p.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o644,
+            );
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        }
+        Op::Bind {
+            src,
+            dst,
+            read_only,
+        } => {
+            check(libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                none,
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            ))?;
+            if *read_only {
+                // A remount must keep the flags the original mount has locked.
+                let mut st: libc::statvfs = std::mem::zeroed();
+                check(libc::statvfs(dst.as_ptr(), &mut st))?;
+                let kept = [
+                    (libc::ST_NODEV, libc::MS_NODEV),
+                    (libc::ST_NOEXEC, libc::MS_NOEXEC),
+                    (libc::ST_NOATIME, libc::MS_NOATIME),
+                    (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+                    (libc::ST_RELATIME, libc::MS_RELATIME),
+                ]
+                .iter()
+                .filter(|(st_flag, _)| st.f_flag & *st_flag != 0)
+                .fold(0, |acc, (_, ms)| acc | ms);
+                let flags =
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | kept;
+                check(libc::mount(
+                    none,
+                    dst.as_ptr(),
+                    none,
+                    flags,
+                    std::ptr::null(),
+                ))?;
+            }
+            Ok(())
+        }
+        Op::Tmpfs(dst, data) => check(libc::mount(
+            c"tmpfs".as_ptr(),
+            dst.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            data.as_ptr().cast(),
+        )),
+        Op::Proc(dst) => check(libc::mount(
+            c"proc".as_ptr(),
+            dst.as_ptr(),
+            c"proc".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            std::ptr::null(),
+        )),
+    }
+}
+
+/// Moves the calling process into a cgroup (`0` is the writer itself).
+unsafe fn join_cgroup(procs: Option<&CStr>) -> io::Result<()> {
+    match procs {
+        Some(p) => write_file(p, b"0"),
+        None => Ok(()),
+    }
+}
+
+unsafe fn write_file(path: &CStr, data: &[u8]) -> io::Result<()> {
+    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = libc::write(fd, data.as_ptr().cast(), data.len());
+    libc::close(fd);
+    if n != data.len() as isize {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Brings up `lo` in a fresh network namespace (it starts down), so steps can use
@@ -188,6 +624,47 @@ unsafe fn loopback_up() {
     libc::close(fd);
 }
 
+fn bind(src: &Path, dst: &Path, read_only: bool) -> Result<Op, ExecError> {
+    Ok(Op::Bind {
+        src: cpath(src)?,
+        dst: cpath(dst)?,
+        read_only,
+    })
+}
+
+/// Directories from just under `root` down to `dir`, outermost first.
+fn mkdirs(root: &Path, dir: &Path) -> Result<Vec<Op>, ExecError> {
+    let rel = dir.strip_prefix(root).unwrap_or(dir);
+    let mut at = root.to_path_buf();
+    let mut ops = Vec::new();
+    for c in rel.components() {
+        at.push(c);
+        ops.push(Op::Mkdir(cpath(&at)?));
+    }
+    Ok(ops)
+}
+
+/// Gives a tree to the build user (bake as root unpacked and placed it).
+fn chown_tree(path: &Path, uid: u32) -> Result<(), ExecError> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ExecError::io("cannot read", path, e)),
+    };
+    if meta.uid() != uid || meta.gid() != uid {
+        std::os::unix::fs::lchown(path, Some(uid), Some(uid))
+            .map_err(|e| ExecError::io("cannot hand over", path, e))?;
+    }
+    if meta.is_dir() {
+        let entries = fs::read_dir(path).map_err(|e| ExecError::io("cannot list", path, e))?;
+        for e in entries {
+            let e = e.map_err(|e| ExecError::io("cannot list", path, e))?;
+            chown_tree(&e.path(), uid)?;
+        }
+    }
+    Ok(())
+}
+
 fn check(ret: libc::c_int) -> io::Result<()> {
     if ret == 0 {
         Ok(())
@@ -196,7 +673,13 @@ fn check(ret: libc::c_int) -> io::Result<()> {
     }
 }
 
-fn cstr(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))
+fn cpath(p: &Path) -> Result<CString, ExecError> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| ExecError::Io {
+        what: p.display().to_string(),
+        source: io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"),
+    })
+}
+
+fn cstr(s: &str) -> Result<CString, ExecError> {
+    cpath(Path::new(s))
 }

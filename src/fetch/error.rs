@@ -43,6 +43,10 @@ pub enum FetchError {
         actual: SourceHash,
     },
 
+    #[error("interrupted while fetching")]
+    #[diagnostic(code(bake::fetch::interrupted))]
+    Interrupted,
+
     #[error("{what} {}: {source}", path.display())]
     #[diagnostic(code(bake::fetch::io))]
     Io {
@@ -82,6 +86,12 @@ pub enum AttemptFailure {
     },
     #[error("body ended after {got} of {expected} bytes")]
     Truncated { expected: u64, got: u64 },
+    #[error("{got} bytes, but the recipe declares size {expected}")]
+    WrongSize { expected: u64, got: u64 },
+    #[error("more bytes than the recipe's declared size {declared}")]
+    LongerThanDeclared { declared: u64 },
+    #[error("larger than the download limit of {} (declare its size, or raise limits download=...)", crate::units::show_size(*limit))]
+    TooLarge { limit: u64 },
     #[error("timed out ({0})")]
     Timeout(String),
     #[error("{0}")]
@@ -101,6 +111,9 @@ impl AttemptFailure {
             | AttemptFailure::Timeout(_)
             | AttemptFailure::Transport(_) => true,
             AttemptFailure::NotFound
+            | AttemptFailure::WrongSize { .. }
+            | AttemptFailure::LongerThanDeclared { .. }
+            | AttemptFailure::TooLarge { .. }
             | AttemptFailure::HashMismatch { .. }
             | AttemptFailure::NoDebianArchive(_)
             | AttemptFailure::Io(_) => false,

@@ -43,7 +43,14 @@ pub struct SourceSpec {
     /// Tried in order, after the mirrors.
     pub urls: Vec<SourceUrl>,
     pub hash: SourceHash,
+    /// The exact size, when declared; else at most `max_size` bytes are taken.
+    pub size: Option<u64>,
+    pub max_size: u64,
 }
+
+/// How much a source without a declared size may download: enough for any
+/// source tarball, not for a stream that never ends.
+pub const DEFAULT_DOWNLOAD_LIMIT: u64 = 8 << 30;
 
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
@@ -234,17 +241,41 @@ impl Fetcher {
         mut download: Download,
         read_failure: fn(io::Error) -> AttemptFailure,
     ) -> Result<Result<PathBuf, AttemptFailure>, FetchError> {
+        let limit = source.size.unwrap_or(source.max_size);
+        match (download.length, source.size) {
+            (Some(len), Some(size)) if len != size => {
+                return Ok(Err(AttemptFailure::WrongSize {
+                    expected: size,
+                    got: len,
+                }))
+            }
+            (Some(len), None) if len > limit => {
+                return Ok(Err(AttemptFailure::TooLarge { limit }));
+            }
+            _ => {}
+        }
         let mut temp = self.store.temp_file()?;
         let mut hasher = SourceHasher::new(source.hash.algo);
         let transfer = self
             .progress
             .start(&source.name, &location.to_string(), download.length);
-        let read = temp.fill_from(&mut download.body, &mut hasher, |n| transfer.advance(n))?;
+        let read = temp.fill_from(&mut download.body, &mut hasher, limit, |n| {
+            transfer.advance(n)
+        })?;
         let outcome = read
-            .map_err(read_failure)
-            .and_then(|got| match download.length {
-                Some(expected) if got != expected => {
+            .map_err(|e| match (e.kind(), source.size) {
+                (io::ErrorKind::FileTooLarge, Some(declared)) => {
+                    AttemptFailure::LongerThanDeclared { declared }
+                }
+                (io::ErrorKind::FileTooLarge, None) => AttemptFailure::TooLarge { limit },
+                _ => read_failure(e),
+            })
+            .and_then(|got| match (download.length, source.size) {
+                (Some(expected), _) if got != expected => {
                     Err(AttemptFailure::Truncated { expected, got })
+                }
+                (None, Some(expected)) if got != expected => {
+                    Err(AttemptFailure::WrongSize { expected, got })
                 }
                 _ => Ok(got),
             });
@@ -289,7 +320,7 @@ pub fn import_file(
     let mut input = File::open(path).map_err(|e| FetchError::io("cannot open", path, e))?;
     let mut temp = store.temp_file()?;
     let mut hasher = SourceHasher::new(expected.map_or(HashAlgo::Sha256, |h| h.algo));
-    temp.fill_from(&mut input as &mut dyn Read, &mut hasher, |_| {})?
+    temp.fill_from(&mut input as &mut dyn Read, &mut hasher, u64::MAX, |_| {})?
         .map_err(|e| FetchError::io("cannot read", path, e))?;
     let actual = hasher.finish();
     if let Some(expected) = expected.filter(|e| **e != actual) {

@@ -112,21 +112,29 @@ pub(crate) struct TempEntry {
 impl TempEntry {
     /// Copies `reader` to the end, hashing as it goes. The outer error is a
     /// failure to write here (fatal), the inner one a failure to read there.
+    /// Reading more than `limit` bytes is a read failure of kind `FileTooLarge`.
     pub(crate) fn fill_from(
         &mut self,
         reader: &mut dyn Read,
         hasher: &mut SourceHasher,
+        limit: u64,
         mut on_chunk: impl FnMut(u64),
     ) -> Result<Result<u64, io::Error>, FetchError> {
         let mut buf = vec![0u8; 64 * 1024];
         let mut total = 0u64;
         loop {
+            if crate::interrupt::requested().is_some() {
+                return Err(FetchError::Interrupted);
+            }
             let n = match reader.read(&mut buf) {
                 Ok(0) => return Ok(Ok(total)),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Ok(Err(e)),
             };
+            if total + n as u64 > limit {
+                return Ok(Err(io::ErrorKind::FileTooLarge.into()));
+            }
             hasher.update(&buf[..n]);
             self.file
                 .write_all(&buf[..n])

@@ -5,7 +5,7 @@
 mod check;
 mod settle;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -15,9 +15,11 @@ use crate::derivation::{snapshot, Identity, Input, Lookup, Produced, Realised, S
 use crate::eval::Evaluation;
 use crate::fetch::{FetchOptions, Fetcher};
 use crate::graph::Selection;
-use crate::hash::BuildKey;
+use crate::hash::{BuildKey, OutputHash};
+use crate::names::InstanceId;
 use crate::progress::Progress;
 use crate::schedule::{self, Outcome};
+use crate::store::hash_tree;
 use crate::store::Store;
 
 /// How to build, beyond what the recipe says.
@@ -32,6 +34,8 @@ pub struct Report {
     pub built: Vec<usize>,
     pub cached: Vec<usize>,
     pub failed: Vec<(usize, StepError)>,
+    /// Stopped while running: bake was interrupted.
+    pub interrupted: Vec<usize>,
     /// Not run: a dependency failed, or the build stopped.
     pub skipped: Vec<usize>,
     pub realised: BTreeMap<usize, Realised>,
@@ -39,7 +43,7 @@ pub struct Report {
 
 impl Report {
     pub fn ok(&self) -> bool {
-        self.failed.is_empty() && self.skipped.is_empty()
+        self.failed.is_empty() && self.skipped.is_empty() && self.interrupted.is_empty()
     }
 }
 
@@ -50,6 +54,8 @@ pub struct Realiser<'a> {
     fetcher: Fetcher,
     jobs: usize,
     keep_going: bool,
+    /// Objects known to hash to their names in this run (checked, or just built).
+    intact: Mutex<HashSet<OutputHash>>,
 }
 
 impl<'a> Realiser<'a> {
@@ -60,6 +66,7 @@ impl<'a> Realiser<'a> {
             fetcher: Fetcher::new(store.sources(), options.fetch),
             jobs: options.jobs,
             keep_going: options.keep_going,
+            intact: Mutex::new(HashSet::new()),
         }
     }
 
@@ -69,6 +76,18 @@ impl<'a> Realiser<'a> {
         // never touches the scheduler.
         let settled = settle(self.eval, self.store, wanted);
         let pending = settled.pending();
+        let privileged: Vec<&str> = pending
+            .iter()
+            .map(|i| self.eval.instance(i))
+            .filter(|inst| inst.spec.privileged())
+            .map(|inst| inst.id.as_str())
+            .collect();
+        if !privileged.is_empty() {
+            crate::progress::note(&format!(
+                "privileged steps (root, the host's file system), as the recipe declares: {}",
+                privileged.join(", ")
+            ));
+        }
         let mut known: Vec<Option<Realised>> = vec![None; self.eval.graph.len()];
         for (i, r) in settled.ready() {
             known[i] = Some(r.clone());
@@ -86,11 +105,15 @@ impl<'a> Realiser<'a> {
                     let state = state.lock().unwrap_or_else(|e| e.into_inner());
                     state.get(d).cloned().flatten()
                 };
+                if crate::interrupt::requested().is_some() {
+                    return Err(StepError::Cancelled);
+                }
                 let started = Instant::now();
                 let result = self.realise(i, &realised, &progress);
                 let what = match &result {
                     Ok(r) if r.built => "built",
                     Ok(_) => "cached",
+                    Err(e) if e.is_interrupted() => "stopped",
                     Err(_) => "failed",
                 };
                 if what != "cached" {
@@ -107,6 +130,7 @@ impl<'a> Realiser<'a> {
             built: Vec::new(),
             cached: Vec::new(),
             failed: Vec::new(),
+            interrupted: Vec::new(),
             skipped: Vec::new(),
             realised: BTreeMap::new(),
         };
@@ -133,6 +157,8 @@ impl<'a> Realiser<'a> {
                     }
                     report.realised.insert(i, r);
                 }
+                Some(Outcome::Failed(StepError::Cancelled)) => report.skipped.push(i),
+                Some(Outcome::Failed(e)) if e.is_interrupted() => report.interrupted.push(i),
                 Some(Outcome::Failed(e)) => report.failed.push((i, e)),
                 Some(Outcome::DependencyFailed | Outcome::NotStarted) => report.skipped.push(i),
             }
@@ -200,6 +226,10 @@ impl<'a> Realiser<'a> {
                 self.store
                     .save_instance(&inst.id, &key, &output, &snapshot(&desc, &deps))
                     .map_err(|e| StepError::io("cannot record the build", e))?;
+                self.intact
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(output);
                 Ok(Realised {
                     key,
                     path: Some(self.store.object_path(&output)),
@@ -210,7 +240,8 @@ impl<'a> Realiser<'a> {
         }
     }
 
-    /// The realised dependencies of instance `i`, in the graph's order.
+    /// The realised dependencies of instance `i`, in the graph's order, each
+    /// output checked to be intact.
     fn inputs(
         &self,
         i: usize,
@@ -220,8 +251,40 @@ impl<'a> Realiser<'a> {
             .graph
             .deps(i)
             .iter()
-            .map(|(d, _)| realised(*d).ok_or_else(|| self.missing_input(*d)))
+            .map(|(d, _)| {
+                let r = realised(*d).ok_or_else(|| self.missing_input(*d))?;
+                self.check_intact(&self.eval.instance(*d).id, &r)?;
+                Ok(r)
+            })
             .collect()
+    }
+
+    /// Checks, once per run, that an output still hashes to the name it is
+    /// stored under before anything uses it: a step cannot rewrite the store,
+    /// but a disk or a person can. A corrupt object is removed, so it rebuilds.
+    pub fn check_intact(&self, id: &InstanceId, r: &Realised) -> Result<(), StepError> {
+        let (Some(output), Some(path)) = (r.output, &r.path) else {
+            return Ok(());
+        };
+        let known = |set: &HashSet<OutputHash>| set.contains(&output);
+        if known(&self.intact.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(());
+        }
+        let actual = hash_tree(path)
+            .map_err(|e| StepError::io(format!("cannot read {}", path.display()), e))?;
+        if actual != output {
+            self.store.drop_object(&output);
+            return Err(StepError::Corrupt {
+                what: format!("the output of {id} ({})", path.display()),
+                expected: output.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        self.intact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(output);
+        Ok(())
     }
 
     /// The step that produces instance `i` under `key` from its realised inputs.

@@ -1,6 +1,7 @@
 //! Stage 1: recipe text -> typed model. Every mistake becomes a located [`RecipeError`].
 
 mod error;
+pub mod limits;
 mod model;
 mod parse;
 mod source;

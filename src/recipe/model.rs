@@ -128,6 +128,18 @@ pub struct Source {
     pub urls: Vec<Template>,
     pub hashes: Vec<Selected<SourceHash>>,
     pub unpack: bool,
+    /// The exact size in bytes, where upstream publishes it.
+    pub size: Option<u64>,
+    pub limits: SourceLimits,
+}
+
+/// `limits download="1G" unpacked="16G" ratio=200`: how large a source may be,
+/// downloaded and unpacked; unset ones take bake's defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SourceLimits {
+    pub download: Option<u64>,
+    pub unpacked: Option<u64>,
+    pub ratio: Option<u64>,
 }
 
 /// A C toolchain per target architecture.
@@ -145,6 +157,9 @@ pub struct Toolchain {
     pub cflags: Vec<Selected<String>>,
     /// A variable bake points at a persistent, writable directory in the store.
     pub cache: Option<Spanned<String>>,
+    /// Files and directories, relative to the declaring file, that steps see
+    /// read-only at their own paths (besides `path`).
+    pub mounts: Vec<Spanned<String>>,
     /// A shell command that prints the version.
     pub version: Option<String>,
     /// What to run or install when the toolchain is missing.
@@ -160,6 +175,19 @@ pub struct Build {
     pub env: Vec<EnvVar>,
     /// The script; several, with axis conditions, give instances scripts of their own.
     pub scripts: Vec<Selected<Template>>,
+    pub limits: StepLimits,
+    /// Runs as root with the host's file system (for steps that make
+    /// namespaces, mounts or containers).
+    pub privileged: bool,
+}
+
+/// `limits time="2h" memory="8G" output="10G"`: what a step may use; unset ones
+/// take bake's defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepLimits {
+    pub time: Option<std::time::Duration>,
+    pub memory: Option<u64>,
+    pub output: Option<u64>,
 }
 
 /// The file system type of a sysext image.

@@ -9,6 +9,7 @@ use super::source::{FileId, Loc, Spanned};
 use super::template::Template;
 use crate::exec::SANDBOX_VARS;
 use crate::hash::SourceHash;
+use crate::units::{parse_duration, parse_size};
 
 type Result<T> = std::result::Result<T, RecipeError>;
 
@@ -21,19 +22,28 @@ const TOP_LEVEL: &[&str] = &[
     "sysext",
     "release",
 ];
-const SOURCE_FIELDS: &[&str] = &["url", "hash", "unpack"];
+const SOURCE_FIELDS: &[&str] = &["url", "hash", "unpack", "size", "limits"];
 const TOOLCHAIN_FIELDS: &[&str] = &[
     "description",
     "target",
     "cflags",
     "path",
     "identity",
+    "mount",
     "env",
     "cache",
     "version",
     "install",
 ];
-const BUILD_FIELDS: &[&str] = &["source", "toolchain", "input", "env", "script"];
+const BUILD_FIELDS: &[&str] = &[
+    "source",
+    "toolchain",
+    "input",
+    "env",
+    "script",
+    "limits",
+    "privileged",
+];
 const SYSEXT_FIELDS: &[&str] = &[
     "input",
     "files",
@@ -47,6 +57,7 @@ const RELEASE_FIELDS: &[&str] = &["sysext", "base-url"];
 
 /// Parses one recipe file's text.
 pub fn parse(file: FileId, text: &str) -> Result<RecipeFile> {
+    super::limits::check_nesting(file, text)?;
     let doc: KdlDocument = text.parse().map_err(|e| kdl_error(file, e))?;
     let p = Parser { file, text };
     let mut recipe = RecipeFile::default();
@@ -233,11 +244,67 @@ impl<'a> Parser<'a> {
             Some(n) => self.one_bool(n)?,
             None => true,
         };
+        let size = match self.at_most_one(f, "size")? {
+            Some(n) => {
+                self.no_children(n)?;
+                let [e] = self.positional::<1>(n)?;
+                Some(self.count(e)?)
+            }
+            None => None,
+        };
         Ok(Body::Source(Source {
             urls,
             hashes,
             unpack,
+            size,
+            limits: self.source_limits(f)?,
         }))
+    }
+
+    /// `limits download="1G" unpacked="16G" ratio=200`, each optional.
+    fn source_limits(&self, f: &Fields<'a>) -> Result<SourceLimits> {
+        let mut limits = SourceLimits::default();
+        let Some(n) = self.at_most_one(f, "limits")? else {
+            return Ok(limits);
+        };
+        self.no_children(n)?;
+        let [] = self.arguments::<0>(n)?;
+        let allowed = ["download", "unpacked", "ratio"];
+        for e in n.entries() {
+            let Some(k) = e.name() else { continue };
+            match k.value() {
+                "ratio" => limits.ratio = Some(self.count(e)?),
+                "download" => limits.download = Some(self.size(e)?),
+                "unpacked" => limits.unpacked = Some(self.size(e)?),
+                other => return Err(self.unknown_property(e, other, &allowed)),
+            }
+        }
+        Ok(limits)
+    }
+
+    /// A whole number above zero.
+    fn count(&self, e: &KdlEntry) -> Result<u64> {
+        match e.value() {
+            KdlValue::Integer(n) if *n > 0 && *n <= i128::from(u64::MAX) => Ok(*n as u64),
+            KdlValue::Integer(_) => Err(RecipeError::at(
+                self.loc(e.span()),
+                "expected a whole number above zero",
+                "out of range",
+            )),
+            other => Err(self.wrong_type(e, "a whole number", other)),
+        }
+    }
+
+    /// A size: `"512M"`, `"8G"` or a number of bytes.
+    fn size(&self, e: &KdlEntry) -> Result<u64> {
+        if let KdlValue::Integer(_) = e.value() {
+            return self.count(e);
+        }
+        let s = self.string(e)?;
+        parse_size(&s.value).ok_or_else(|| {
+            RecipeError::at(s.loc, format!("`{}` is not a size", s.value), "here")
+                .help("write it as \"512M\", \"8G\" or a number of bytes")
+        })
     }
 
     fn toolchain(&self, f: &Fields) -> Result<Body> {
@@ -260,6 +327,7 @@ impl<'a> Parser<'a> {
                 .map(|n| self.selected(n, |p, e| p.string(e)))
                 .collect::<Result<_>>()?,
             cache: self.optional_string(f, "cache")?,
+            mounts: self.all_strings(f, "mount")?,
             version: self.optional_string(f, "version")?.map(|s| s.value),
             install: self.optional_string(f, "install")?.map(|s| s.value),
         }))
@@ -285,7 +353,49 @@ impl<'a> Parser<'a> {
             inputs: self.refs(f, "input")?,
             env: self.env(f)?,
             scripts,
+            limits: self.step_limits(f)?,
+            privileged: match self.at_most_one(f, "privileged")? {
+                Some(n) => self.one_bool(n)?,
+                None => false,
+            },
         }))
+    }
+
+    /// `limits time="2h" memory="8G" output="10G"`, each optional.
+    fn step_limits(&self, f: &Fields<'a>) -> Result<StepLimits> {
+        let mut limits = StepLimits::default();
+        let Some(n) = self.at_most_one(f, "limits")? else {
+            return Ok(limits);
+        };
+        self.no_children(n)?;
+        let [] = self.arguments::<0>(n)?;
+        for (name, value) in self.only_props(n, &["time", "memory", "output"])? {
+            let bad = |what: &str, example: &str| {
+                RecipeError::at(
+                    value.loc,
+                    format!("`{}` is not {what}", value.value),
+                    "here",
+                )
+                .help(format!("write it as {example}"))
+            };
+            match name.as_str() {
+                "time" => {
+                    limits.time = Some(parse_duration(&value.value).ok_or_else(|| {
+                        bad("a duration", "\"90s\", \"30m\", \"2h\" or \"1h30m\"")
+                    })?)
+                }
+                other => {
+                    let size = parse_size(&value.value)
+                        .ok_or_else(|| bad("a size", "\"512M\", \"8G\" or a number of bytes"))?;
+                    if other == "memory" {
+                        limits.memory = Some(size);
+                    } else {
+                        limits.output = Some(size);
+                    }
+                }
+            }
+        }
+        Ok(limits)
     }
 
     fn sysext(&self, f: &Fields) -> Result<Body> {

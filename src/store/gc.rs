@@ -5,7 +5,7 @@ use std::fs;
 use std::io;
 
 use super::{remove_tree, tree_size, KeyRecord, Store};
-use crate::hash::{BuildKey, Digest, OutputHash};
+use crate::hash::{BuildKey, Digest, OutputHash, SourceHash};
 
 #[derive(Debug, Default)]
 pub struct GcReport {
@@ -22,6 +22,11 @@ pub struct VerifyReport {
     /// Objects whose bytes no longer hash to their name, dropped with their keys.
     pub corrupt: Vec<OutputHash>,
     pub keys_dropped: usize,
+    pub sources_checked: usize,
+    /// Sources whose bytes no longer have the hash they are filed under, removed.
+    pub corrupt_sources: Vec<String>,
+    /// Temporary files of killed processes, removed.
+    pub leftovers: usize,
 }
 
 impl Store {
@@ -64,6 +69,7 @@ impl Store {
     ) -> io::Result<GcReport> {
         if !dry_run {
             self.exclusive()?;
+            self.remove_leftovers()?;
         }
         let (root_keys, root_outputs) = self.roots();
         let mut report = GcReport::default();
@@ -131,7 +137,26 @@ impl Store {
     /// so they rebuild.
     pub fn verify(&self) -> io::Result<VerifyReport> {
         self.exclusive()?;
-        let mut report = VerifyReport::default();
+        let mut report = VerifyReport {
+            leftovers: self.swept + self.remove_leftovers()?,
+            ..VerifyReport::default()
+        };
+        for e in fs::read_dir(self.root.join("sources"))? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            // `<algo>-<hex>`; dot entries are the fetcher's locks and partial files.
+            let Some(hash) = name
+                .split_once('-')
+                .and_then(|(algo, hex)| format!("{algo}:{hex}").parse::<SourceHash>().ok())
+            else {
+                continue;
+            };
+            report.sources_checked += 1;
+            if crate::fetch::hash_file(&e.path(), hash.algo).ok() != Some(hash) {
+                fs::remove_file(e.path())?;
+                report.corrupt_sources.push(name);
+            }
+        }
         for e in fs::read_dir(self.root.join("objects"))? {
             let e = e?;
             let Ok(name) = e.file_name().to_string_lossy().parse::<OutputHash>() else {

@@ -53,10 +53,13 @@ pub struct Store {
     root: PathBuf,
     /// This process's scratch name; its lock file is held while the store is open.
     token: String,
-    _tmp_lock: fs::File,
+    /// None when the store is read-only.
+    tmp_lock: Option<fs::File>,
     /// `lock`, held shared by every open store; gc and verify need it alone.
-    store_lock: fs::File,
+    store_lock: Option<fs::File>,
     counter: AtomicU64,
+    /// Leftover temporary files removed when the store was opened.
+    swept: usize,
 }
 
 /// A scratch directory of this process, removed on drop.
@@ -83,8 +86,33 @@ pub struct KeyLock {
 }
 
 impl Store {
-    /// Opens (creating) the store at `root` and clears debris left by dead processes.
+    /// Opens (creating) the store at `root` and clears debris left by dead
+    /// processes. A store this process cannot write opens read-only: enough for
+    /// eval, plan, a build with nothing to build, and `gc --dry-run`.
     pub fn open(root: &Path) -> io::Result<Store> {
+        match Store::open_writable(root) {
+            Err(e) if cannot_write(&e) && root.join("keys").is_dir() => Store::open_read_only(root),
+            other => other,
+        }
+    }
+
+    fn open_read_only(root: &Path) -> io::Result<Store> {
+        let root = root.canonicalize()?;
+        let store_lock = fs::File::open(root.join("lock")).ok();
+        if let Some(lock) = &store_lock {
+            lock.lock_shared()?;
+        }
+        Ok(Store {
+            root,
+            token: format!("{}-read-only", std::process::id()),
+            tmp_lock: None,
+            store_lock,
+            counter: AtomicU64::new(0),
+            swept: 0,
+        })
+    }
+
+    fn open_writable(root: &Path) -> io::Result<Store> {
         for dir in [
             "keys",
             "objects",
@@ -104,24 +132,72 @@ impl Store {
             .as_nanos();
         let token = format!("{}-{nanos}", std::process::id());
         let store_lock = fs::File::create(root.join("lock"))?;
-        store_lock.lock_shared()?;
         let lock = fs::File::create(root.join("tmp").join(format!("{token}.lock")))?;
         lock.lock()?;
-        let store = Store {
+        let mut store = Store {
             root,
             token,
-            _tmp_lock: lock,
-            store_lock,
+            tmp_lock: Some(lock),
+            store_lock: Some(store_lock),
             counter: AtomicU64::new(0),
+            swept: 0,
         };
+        // Alone on the store, this bake also sweeps what killed bakes left half
+        // written; then it shares the store like every bake.
+        if store.exclusive().is_ok() {
+            store.swept = store.remove_leftovers()?;
+        }
+        if let Some(lock) = &store.store_lock {
+            lock.lock_shared()?;
+        }
         store.remove_debris()?;
         Ok(store)
+    }
+
+    /// Whether this process can write the store.
+    pub fn writable(&self) -> bool {
+        self.tmp_lock.is_some()
+    }
+
+    fn read_only_error(&self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::ReadOnlyFilesystem,
+            format!("the store {} is read-only here", self.root.display()),
+        )
+    }
+
+    /// Removes temporary files that only a killed process leaves (a record
+    /// half written, a partial download); call with the store held alone.
+    pub(crate) fn remove_leftovers(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for dir in ["keys", "instances"] {
+            for e in fs::read_dir(self.root.join(dir))? {
+                let e = e?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.ends_with(".tmp") {
+                    fs::remove_file(e.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        let partial = self.root.join("sources").join(".tmp");
+        if partial.is_dir() {
+            for e in fs::read_dir(&partial)? {
+                remove_tree(&e?.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Takes the store for this process alone (gc, verify): fails at once when
     /// another bake has it open, rather than delete what a running build uses.
     fn exclusive(&self) -> io::Result<()> {
-        self.store_lock.try_lock().map_err(|_| {
+        let lock = self
+            .store_lock
+            .as_ref()
+            .ok_or_else(|| self.read_only_error())?;
+        lock.try_lock().map_err(|_| {
             io::Error::new(
                 io::ErrorKind::WouldBlock,
                 "another bake is using this store; try again when it has finished",
@@ -187,8 +263,17 @@ impl Store {
         self.object_path(&record.output).is_dir().then_some(record)
     }
 
+    /// Removes an object (found corrupt): keys naming it no longer find it, so
+    /// what produced it builds again.
+    pub fn drop_object(&self, output: &OutputHash) {
+        let _ = remove_tree(&self.object_path(output));
+    }
+
     /// Blocks until this process alone may build `key`.
     pub fn lock_key(&self, key: &BuildKey) -> io::Result<KeyLock> {
+        if !self.writable() {
+            return Err(self.read_only_error());
+        }
         let f = fs::File::create(self.root.join("locks").join(format!("{key}.lock")))?;
         f.lock()?;
         Ok(KeyLock { _file: f })
@@ -204,6 +289,9 @@ impl Store {
 
     /// A fresh scratch directory of this process.
     pub fn tmp_dir(&self) -> io::Result<TmpDir> {
+        if !self.writable() {
+            return Err(self.read_only_error());
+        }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let path = self.root.join("tmp").join(format!("{}.{n}", self.token));
         fs::create_dir_all(&path)?;
@@ -276,9 +364,19 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        if !self.writable() {
+            return;
+        }
         // Scratch dirs are gone with their TmpDirs; the lock file is the last trace.
         let _ = fs::remove_file(self.root.join("tmp").join(format!("{}.lock", self.token)));
     }
+}
+
+fn cannot_write(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied
+    )
 }
 
 fn now() -> u64 {

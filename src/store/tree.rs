@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use crate::hash::{Digest, OutputHash};
@@ -70,9 +70,17 @@ fn annotate(path: &Path, e: io::Error) -> io::Error {
 }
 
 /// Sets `mode` bits on the tree: read-only (`writable` false: 0555 dirs and
-/// executables, 0444 files) or back to writable for removal.
+/// executables, 0444 files, owned by this process's user, as a step may have
+/// run as another) or back to writable for removal.
 pub fn set_writable(root: &Path, writable: bool) -> io::Result<()> {
     let meta = fs::symlink_metadata(root)?;
+    if !writable {
+        // SAFETY: geteuid and getegid have no preconditions.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        if meta.uid() != uid || meta.gid() != gid {
+            std::os::unix::fs::lchown(root, Some(uid), Some(gid))?;
+        }
+    }
     if meta.file_type().is_symlink() {
         return Ok(());
     }

@@ -23,6 +23,13 @@ pub enum UnpackError {
     )]
     NotAnArchive { path: PathBuf },
 
+    #[error("refusing to unpack {}: it unpacks to more than {}", archive.display(), crate::units::show_size(*limit))]
+    #[diagnostic(
+        code(bake::unpack::too_large),
+        help("if the archive is what it should be, raise the source's limit: limits unpacked=\"32G\" ratio=1000")
+    )]
+    TooLarge { archive: PathBuf, limit: u64 },
+
     #[error("cannot unpack into {}: it exists and is not an empty directory", dest.display())]
     #[diagnostic(code(bake::unpack::dest_not_empty))]
     DestNotEmpty { dest: PathBuf },

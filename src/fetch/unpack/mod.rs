@@ -24,17 +24,48 @@ pub use error::{Refusal, UnpackError};
 use format::Format;
 use tree::{make_dir, Tree};
 
+/// How large an archive may unpack: at most `bytes`, and at most `ratio` times
+/// its own size, whichever is less (each entry counts 512 bytes besides its own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnpackLimits {
+    pub bytes: u64,
+    pub ratio: u64,
+}
+
+impl Default for UnpackLimits {
+    /// Generous for real source tarballs (compression ratios of 3 to 15), not for
+    /// bombs: 16 GiB, and 200 times the archive.
+    fn default() -> Self {
+        UnpackLimits {
+            bytes: 16 << 30,
+            ratio: 200,
+        }
+    }
+}
+
 /// Unpacks `archive` into `dest`, which must be missing or an empty directory.
 /// Every mtime becomes `mtime` (the build's `SOURCE_DATE_EPOCH`, or 0).
-pub fn unpack_archive(archive: &Path, dest: &Path, mtime: u64) -> Result<(), UnpackError> {
+pub fn unpack_archive(
+    archive: &Path,
+    dest: &Path,
+    mtime: u64,
+    limits: &UnpackLimits,
+) -> Result<(), UnpackError> {
     let mut file = File::open(archive).map_err(|e| UnpackError::io("cannot open", archive, e))?;
+    let size = file
+        .metadata()
+        .map_err(|e| UnpackError::io("cannot read", archive, e))?
+        .len();
+    let limit = limits
+        .bytes
+        .min(limits.ratio.saturating_mul(size.max(1 << 20)));
     let format = Format::detect(&mut file)
         .map_err(|e| UnpackError::io("cannot read", archive, e))?
         .ok_or_else(|| UnpackError::NotAnArchive {
             path: archive.to_path_buf(),
         })?;
     let created = claim(dest)?;
-    let result = unpack_into(archive, file, format, dest, mtime);
+    let result = unpack_into(archive, file, format, dest, mtime, limit);
     if result.is_err() {
         // Best effort: the error being returned matters more than leftovers.
         let _ = clear(dest, created);
@@ -78,6 +109,7 @@ fn unpack_into(
     format: Format,
     dest: &Path,
     mtime: u64,
+    limit: u64,
 ) -> Result<(), UnpackError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -86,6 +118,8 @@ fn unpack_into(
     let tree = Tree {
         root: &staging,
         archive,
+        budget: std::cell::Cell::new(limit),
+        limit,
     };
     match format {
         Format::Tar(compression) => {

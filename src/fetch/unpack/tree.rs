@@ -20,12 +20,33 @@ const DIR_MODE: u32 = 0o755;
 /// Symlinks followed before a chain counts as a loop (Linux's limit).
 const MAX_HOPS: usize = 40;
 
+/// What every entry costs besides its bytes, so a million empty files count too.
+const ENTRY_COST: u64 = 512;
+
 pub(crate) struct Tree<'a> {
     pub(crate) root: &'a Path,
     pub(crate) archive: &'a Path,
+    /// Bytes the archive may still unpack to.
+    pub(crate) budget: std::cell::Cell<u64>,
+    /// The whole allowance, for the message when it runs out.
+    pub(crate) limit: u64,
 }
 
 impl Tree<'_> {
+    /// Takes `bytes` from the budget, or refuses the archive as too large.
+    fn spend(&self, bytes: u64) -> Result<(), UnpackError> {
+        match self.budget.get().checked_sub(bytes) {
+            Some(left) => {
+                self.budget.set(left);
+                Ok(())
+            }
+            None => Err(UnpackError::TooLarge {
+                archive: self.archive.to_path_buf(),
+                limit: self.limit,
+            }),
+        }
+    }
+
     pub(crate) fn refuse(&self, entry: &str, reason: Refusal) -> UnpackError {
         UnpackError::Refused {
             archive: self.archive.to_path_buf(),
@@ -57,6 +78,7 @@ impl Tree<'_> {
     /// Makes the parent directories of `rel` and clears its place; returns where
     /// to write it.
     pub(crate) fn prepare(&self, entry: &str, rel: &Path) -> Result<PathBuf, UnpackError> {
+        self.spend(ENTRY_COST)?;
         let mut dir = self.root.to_path_buf();
         let parents: Vec<_> = rel
             .parent()
@@ -115,11 +137,24 @@ impl Tree<'_> {
             .mode(mode & 0o777)
             .open(&dst)
             .map_err(|e| UnpackError::io("cannot create", &dst, e))?;
-        io::copy(content, &mut file).map_err(|source| UnpackError::Corrupt {
+        let corrupt = |source| UnpackError::Corrupt {
             archive: self.archive.to_path_buf(),
             entry: Some(entry.to_string()),
             source,
-        })?;
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match content.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(corrupt(e)),
+            };
+            // A sparse or highly compressed entry is stopped while it streams.
+            self.spend(n as u64)?;
+            io::Write::write_all(&mut file, &buf[..n])
+                .map_err(|e| UnpackError::io("cannot write", &dst, e))?;
+        }
         // Setuid, setgid and sticky bits are dropped; the umask is not applied.
         fs::set_permissions(&dst, fs::Permissions::from_mode(mode & 0o777))
             .map_err(|e| UnpackError::io("cannot set mode of", &dst, e))
