@@ -118,3 +118,21 @@ fn a_dependency_cycle_labels_every_step() {
     let labels: Vec<&str> = report.label_texts().collect();
     assert_eq!(labels, vec!["a needs b", "b needs c", "c needs a"]);
 }
+
+#[test]
+fn a_recipe_nested_past_the_parsers_stack_is_refused_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deep.kdl");
+    // 1,281 levels in about 5 KB overflowed the KDL parser's stack (SIGABRT).
+    std::fs::write(&path, "a{".repeat(1281) + &"}".repeat(1281)).unwrap();
+    let report = match evaluate(&path, &Options::default()) {
+        Ok(_) => panic!("evaluated without error"),
+        Err(r) => r,
+    };
+    assert!(report.message().contains("nested deeper than 64"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bake"))
+        .args(["eval", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -6,12 +6,11 @@
 mod common;
 
 use std::fs;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 
-use common::{bake_repo, elf_facts, ids, json_of, root, shared_store, wait_for};
+use common::{bake_repo, elf_facts, ids, json_of, root, shared_store};
 
 const IDS: [(&str, &str, &str); 4] = [
     ("keepalived@2.3.4/x86-64", "2.3.4", "x86-64"),
@@ -332,121 +331,66 @@ fn slow_keepalived_images_merge_and_publish() {
     assert_eq!(ran, "refused", "{log}");
 }
 
-/// Two network namespaces joined by a veth pair, each running keepalived; removed,
-/// with the processes, when dropped (also when an assertion fails).
-struct Pair {
-    ns: [String; 2],
-    children: Vec<Child>,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        // Each keepalived leads a process group with its VRRP child: end them all.
-        for c in &mut self.children {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", c.id())])
-                .status();
-            let _ = c.wait();
-        }
-        for ns in &self.ns {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+#[test]
+fn slow_keepalived_tests_pass_on_both_arches_and_are_not_rerun() {
+    build_matrix();
+    let junit = Path::new(env!("CARGO_TARGET_TMPDIR")).join("keepalived-junit.xml");
+    let out = bake_repo(&[
+        "test",
+        "recipes/keepalived.kdl",
+        "--json",
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let json = json_of(&out);
+    let ran: Vec<String> = ids(&json["passed"])
+        .into_iter()
+        .chain(ids(&json["cached"]))
+        .collect();
+    assert_eq!(
+        ran.len(),
+        8,
+        "failover and samples for each version and arch: {json}"
     );
-}
-
-fn vip_on(ns: &str, dev: &str) -> bool {
-    Command::new("ip")
-        .args(["-n", ns, "-4", "addr", "show", "dev", dev])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("10.200.0.100/"))
-        .unwrap_or(false)
+    assert!(ids(&json["failed"]).is_empty());
+    let xml = fs::read_to_string(&junit).unwrap();
+    assert_eq!(xml.matches("<testcase ").count(), 8, "{xml}");
+    // The same images again: nothing runs.
+    let again = bake_repo(&["test", "recipes/keepalived.kdl", "--json"]);
+    let json = json_of(&again);
+    assert_eq!(ids(&json["cached"]).len(), 8, "{json}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("passed=0 failed=0 cached=8"));
 }
 
 #[test]
-fn slow_keepalived_vrrp_fails_over_between_network_namespaces() {
-    let json = build_matrix();
-    let bin = keepalived(&json, "keepalived@2.3.4/x86-64");
-    let tag = std::process::id();
-    let mut pair = Pair {
-        ns: [format!("bake-a-{tag}"), format!("bake-b-{tag}")],
-        children: Vec::new(),
-        dir: tempfile::tempdir().unwrap(),
-    };
-    let [a, b] = pair.ns.clone();
-    ip(&["netns", "add", &a]);
-    ip(&["netns", "add", &b]);
-    ip(&[
-        "link", "add", "bka", "netns", &a, "type", "veth", "peer", "name", "bkb", "netns", &b,
-    ]);
-    for (ns, dev, addr) in [(&a, "bka", "10.200.0.1/24"), (&b, "bkb", "10.200.0.2/24")] {
-        ip(&["-n", ns, "link", "set", "lo", "up"]);
-        ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
-        ip(&["-n", ns, "link", "set", dev, "up"]);
-    }
-    for (ns, dev, state, priority) in [(&a, "bka", "MASTER", 150), (&b, "bkb", "BACKUP", 100)] {
-        let d = pair.dir.path().join(ns);
-        fs::create_dir_all(&d).unwrap();
-        let conf = d.join("keepalived.conf");
-        fs::write(
-            &conf,
-            format!(
-                "global_defs {{\n  router_id {ns}\n}}\nvrrp_instance VI_1 {{\n  state {state}\n  interface {dev}\n  \
-                 virtual_router_id 51\n  priority {priority}\n  advert_int 1\n  authentication {{\n    auth_type PASS\n    \
-                 auth_pass bakepass\n  }}\n  virtual_ipaddress {{\n    10.200.0.100/24\n  }}\n}}\n"
-            ),
+fn slow_keepalived_samples_test_catches_the_unpatched_2_3_3_loop() {
+    build_matrix();
+    let copy = edited_copy(|d| {
+        edit(
+            &d.join("recipes/keepalived.kdl"),
+            "    patch \"patches/keepalived-2.3.3-smtp-check-loop.patch\" version=\"2.3.3\"\n",
+            "",
         )
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_bake"))
+        .args([
+            "test",
+            "recipes/keepalived.kdl",
+            "test:samples@2.3.3/x86-64",
+        ])
+        .env("BAKE_CACHE", shared_store())
+        .current_dir(copy.path())
+        .output()
         .unwrap();
-        let log = fs::File::create(d.join("log")).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(&bin)
-            .args(["--dont-fork", "--log-console", "--vrrp", "-f"])
-            .arg(&conf)
-            .arg(format!("--pid={}", d.join("k.pid").display()))
-            .arg(format!("--vrrp_pid={}", d.join("v.pid").display()))
-            .arg(format!("--checkers_pid={}", d.join("c.pid").display()))
-            .arg(format!("--bfd_pid={}", d.join("b.pid").display()))
-            .process_group(0)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        pair.children.push(child);
-    }
-    let logs = |p: &Pair| {
-        p.ns.iter()
-            .map(|ns| fs::read_to_string(p.dir.path().join(ns).join("log")).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n---\n")
-    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        wait_for(20, || vip_on(&a, "bka")),
-        "the master never took the VIP:\n{}",
-        logs(&pair)
+        err.contains("DIFFERS  keepalived.conf.SMTP_CHECK: hang"),
+        "the hang is named: {err}"
     );
-    assert!(!vip_on(&b, "bkb"), "both hold the VIP");
-    // SIGTERM the master: it gives up the VIP and the backup takes it.
-    let master = &mut pair.children[0];
-    let _ = Command::new("kill")
-        .args(["-TERM", &master.id().to_string()])
-        .status();
-    assert!(
-        wait_for(10, || vip_on(&b, "bkb")),
-        "the backup never took the VIP:\n{}",
-        logs(&pair)
-    );
-    assert!(!vip_on(&a, "bka"));
+    assert!(err.contains("passed=0 failed=1 cached=0"), "{err}");
 }
 
 #[test]

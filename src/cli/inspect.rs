@@ -90,6 +90,7 @@ fn to_dot(e: &Evaluation) -> String {
             Kind::Build => "box",
             Kind::Sysext => "box3d",
             Kind::Release => "folder",
+            Kind::Test => "diamond",
         };
         let label = format!("{}\n{}", inst.id, &inst.key.to_string()[..12]);
         let _ = writeln!(

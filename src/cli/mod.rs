@@ -34,12 +34,14 @@ mod docs;
 mod inspect;
 mod run;
 mod sources;
+mod test;
 mod upkeep;
 
 use docs::*;
 use inspect::*;
 use run::*;
 use sources::*;
+use test::*;
 use upkeep::*;
 
 fn write_out(args: std::fmt::Arguments) {
@@ -116,6 +118,24 @@ enum Command {
         recipe: RecipeArgs,
         /// A name (every instance) or an instance id
         target: String,
+    },
+    /// Build what the tests need, then run them; a test that passed before is not run again
+    Test {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// Test names (every instance) or instance ids; all tests when none
+        targets: Vec<String>,
+        #[command(flatten)]
+        run: RunArgs,
+        /// Run the selected tests even if they passed before
+        #[arg(long)]
+        rerun: bool,
+        /// Print {"passed":[ids],"failed":[ids],"cached":[ids]}
+        #[arg(long)]
+        json: bool,
+        /// Also write a JUnit XML report (one testcase per test instance)
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
     },
     /// Toolchains: what is installed, its version and identity
     Toolchain {
@@ -341,9 +361,13 @@ impl From<Box<Report>> for Failure {
     }
 }
 
-/// The instances TARGETS name, with everything they need.
+/// The instances TARGETS name, with everything they need; with no targets,
+/// everything but the tests (`bake test` runs those).
 fn select(eval: &Evaluation, targets: &[String]) -> Result<(Vec<usize>, Selection), Failure> {
-    let selected = eval.select(targets).map_err(Failure::usage)?;
+    let mut selected = eval.select(targets).map_err(Failure::usage)?;
+    if targets.is_empty() {
+        selected.retain(|&i| eval.instance(i).kind() != Kind::Test);
+    }
     let wanted = eval.graph.closure(&selected);
     Ok((selected, wanted))
 }
@@ -393,6 +417,14 @@ pub fn main() -> i32 {
             out_link,
         } => cmd_build(&recipe, &targets, &run, json, out_link),
         Command::Why { recipe, target } => cmd_why(&recipe, &target),
+        Command::Test {
+            recipe,
+            targets,
+            run,
+            rerun,
+            json,
+            junit,
+        } => cmd_test(&recipe, &targets, &run, rerun, json, junit.as_deref()),
         Command::Fetch {
             recipe,
             fetch,

@@ -5,12 +5,19 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::exec::{input_var, Confinement, Limits, SANDBOX_VARS};
-use crate::recipe::{Build, StepLimits};
+use crate::hash::Digest;
+use crate::recipe::{Build, Spanned, StepLimits};
 
 #[derive(Clone, Debug)]
 pub struct BuildSpec {
     pub script: String,
     pub env: Vec<(String, String)>,
+    /// Patch files applied to the source before the script, in order.
+    pub patches: Vec<PathBuf>,
+    pub patches_digest: Option<Digest>,
+    /// Repository files the script uses.
+    pub files: Vec<PathBuf>,
+    pub files_digest: Option<Digest>,
     pub limits: Limits,
     pub confinement: Confinement,
 }
@@ -21,6 +28,34 @@ impl Derivation for BuildSpec {
     const IDENTITY: Identity = Identity::Output;
 
     fn references(body: &Build) -> Vec<Ref<'_>> {
+        Self::step_references(body, &[Kind::Build, Kind::Source])
+    }
+
+    fn axes<'a>(body: &'a Build, uses: &mut AxisUses<'a>) {
+        Self::step_axes(body, uses)
+    }
+
+    fn expand(body: &Build, cx: &mut Expand<'_>) -> Result<Self, RecipeError> {
+        Self::expand_step(body, cx)
+    }
+
+    fn privileged(&self) -> bool {
+        self.confinement == Confinement::Privileged
+    }
+
+    fn describe(&self, _: &NodeName, d: &mut Description) {
+        self.describe_step(d)
+    }
+
+    fn produce(&self, cx: &Step<'_>) -> Result<Produced, StepError> {
+        self.run(cx)
+    }
+}
+
+/// A step's parts, shared by the kinds whose declaration is a build's (`test`).
+impl BuildSpec {
+    /// `source`, `toolchain`, and `input`s of the given kinds.
+    pub(super) fn step_references<'a>(body: &'a Build, inputs: &'static [Kind]) -> Vec<Ref<'a>> {
         let mut refs = Vec::new();
         if let Some(s) = &body.source {
             refs.push(Ref {
@@ -39,21 +74,48 @@ impl Derivation for BuildSpec {
         refs.extend(body.inputs.iter().map(|i| Ref {
             to: i,
             role: Role::Input,
-            kinds: &[Kind::Build, Kind::Source],
+            kinds: inputs,
         }));
         refs
     }
 
-    fn axes<'a>(body: &'a Build, uses: &mut AxisUses<'a>) {
+    pub(super) fn step_axes<'a>(body: &'a Build, uses: &mut AxisUses<'a>) {
         for s in &body.scripts {
             uses.template(&s.value.value);
             uses.conditions(s);
         }
+        body.patches.iter().for_each(|p| uses.conditions(p));
         body.env.iter().for_each(|e| uses.template(&e.value));
     }
 
-    fn expand(body: &Build, cx: &mut Expand<'_>) -> Result<Self, RecipeError> {
+    pub(super) fn expand_step(body: &Build, cx: &mut Expand<'_>) -> Result<Self, RecipeError> {
         check_input_names(body)?;
+        let patches: Vec<Spanned<String>> = body
+            .patches
+            .iter()
+            .filter(|p| cx.applies(p))
+            .map(|p| p.value.clone())
+            .collect();
+        cx.inside_repository(&patches)?;
+        let print = cx.fingerprint(&patches)?;
+        let paths = cx.local_paths(&patches);
+        if let Some(missing) = print.missing.first() {
+            let at = patches.iter().zip(&paths).find(|(_, p)| *p == missing);
+            let mut err = RecipeError::new(format!("patch `{}` not found", missing.display()));
+            if let Some((p, _)) = at {
+                err = err.label(p.loc, "no such file");
+            }
+            return Err(err.help("patch paths are relative to the recipe's directory"));
+        }
+        cx.inside_repository(&body.files)?;
+        let files = cx.fingerprint(&body.files)?;
+        if let Some(missing) = files.missing.first() {
+            let mut err = RecipeError::new(format!("files `{}` not found", missing.display()));
+            if let Some(f) = body.files.first() {
+                err = err.label(f.loc, "in these");
+            }
+            return Err(err.help("`files` paths are relative to the recipe's directory"));
+        }
         Ok(BuildSpec {
             script: cx.render(&cx.select(&body.scripts, "script", "\"...\"")?.value),
             env: body
@@ -61,6 +123,10 @@ impl Derivation for BuildSpec {
                 .iter()
                 .map(|v| (v.name.value.clone(), cx.render(&v.value)))
                 .collect(),
+            patches_digest: (!paths.is_empty()).then_some(print.digest),
+            patches: paths,
+            files_digest: (!body.files.is_empty()).then_some(files.digest),
+            files: cx.local_paths(&body.files),
             limits: limits(&body.limits),
             confinement: if body.privileged {
                 Confinement::Privileged
@@ -70,18 +136,20 @@ impl Derivation for BuildSpec {
         })
     }
 
-    fn privileged(&self) -> bool {
-        self.confinement == Confinement::Privileged
-    }
-
-    fn describe(&self, _: &NodeName, d: &mut Description) {
+    pub(super) fn describe_step(&self, d: &mut Description) {
         // Limits say when to give up, not what is built: not part of the key.
-        d.text("script", &self.script)
-            .vars("env", &self.env)
-            .flag("privileged", self.confinement == Confinement::Privileged);
+        d.text("script", &self.script).vars("env", &self.env);
+        if let Some(digest) = self.patches_digest {
+            d.digest("patches", digest);
+        }
+        if let Some(digest) = self.files_digest {
+            d.digest("files", digest);
+        }
+        d.flag("privileged", self.confinement == Confinement::Privileged);
     }
 
-    fn produce(&self, cx: &Step<'_>) -> Result<Produced, StepError> {
+    /// Runs the step: source placed, patches applied, script run in the sandbox.
+    pub(super) fn run(&self, cx: &Step<'_>) -> Result<Produced, StepError> {
         let work = cx.work()?;
         let src = work.join("src");
         match cx.inputs(Role::Source).next() {
@@ -119,13 +187,14 @@ impl Derivation for BuildSpec {
         }
         env.extend(self.env.iter().cloned());
         let step = crate::exec::Step {
-            script: self.script.clone(),
+            script: self.apply_patches(work)? + &self.script,
             env,
             path,
             inputs: cx
                 .inputs(Role::Input)
                 .filter_map(|i| Some((i.name.to_string(), i.realised.path.clone()?)))
                 .collect(),
+            files: self.files.clone(),
             mounts,
             cache,
             jobs: cx.jobs,
@@ -146,6 +215,32 @@ impl Derivation for BuildSpec {
         };
         crate::exec::run(&step, work, &cx.store.log_path(&cx.key))?;
         Ok(Produced::Tree)
+    }
+}
+
+impl BuildSpec {
+    /// Copies the patches into the build directory and returns the lines that
+    /// apply them, which run before the script (their output is in its log).
+    fn apply_patches(&self, work: &Path) -> Result<String, StepError> {
+        let mut lines = String::new();
+        if self.patches.is_empty() {
+            return Ok(lines);
+        }
+        let dir = work.join("patches");
+        std::fs::create_dir_all(&dir).map_err(|e| StepError::io("cannot make the patch directory", e))?;
+        for (n, patch) in self.patches.iter().enumerate() {
+            let name = format!(
+                "{n:02}-{}",
+                patch.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned())
+            );
+            std::fs::copy(patch, dir.join(&name)).map_err(|e| {
+                StepError::io(format!("cannot copy the patch {}", patch.display()), e)
+            })?;
+            lines.push_str(&format!(
+                "patch -p1 --forward --batch --no-backup-if-mismatch -i \"$(dirname \"$PWD\")/patches/{name}\"\n"
+            ));
+        }
+        Ok(lines)
     }
 }
 

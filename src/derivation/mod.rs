@@ -4,13 +4,8 @@
 //! asked for it, and how it is produced. The stages (`eval`, `realise`) are
 //! generic; `kinds!` at the bottom registers each kind, one line each.
 
-mod build;
 mod describe;
 mod expand;
-mod release;
-mod source;
-mod sysext;
-mod toolchain;
 
 use std::cell::OnceCell;
 use std::fmt;
@@ -77,6 +72,8 @@ pub enum Reason {
     /// Described as at its last build, yet not in the store (collected, or built
     /// with another store).
     NotInStore(BuildKey),
+    /// `bake test --rerun` asked for it.
+    Rerun,
     /// An input must be built before the key is known; `then`, what differs
     /// from the last build so far (the input shown as not built yet).
     InputFirst {
@@ -121,6 +118,7 @@ impl fmt::Display for Reason {
                 &key.to_string()[..12]
             ),
             Reason::InputFirst { input, .. } => write!(f, "input {input} will be built first"),
+            Reason::Rerun => f.write_str("asked to run again"),
         }
     }
 }
@@ -369,6 +367,7 @@ trait Derivation: Sized {
 
 macro_rules! kinds {
     ($($kind:ident($spec:ident in $module:ident)),* $(,)?) => {
+        $(mod $module;)*
         $(pub use $module::$spec;)*
 
         /// What one instance is, with every placeholder filled in.
@@ -449,4 +448,5 @@ kinds! {
     Build(BuildSpec in build),
     Sysext(SysextSpec in sysext),
     Release(ReleaseSpec in release),
+    Test(TestSpec in test),
 }

@@ -57,7 +57,7 @@ pub fn expand(
                 deps.extend(targets.into_iter().map(|instance| {
                     let dep = Dep {
                         role: d.role,
-                        name: nodes[d.node].name.value.clone(),
+                        name: d.name.clone(),
                     };
                     (instance, dep)
                 }));

@@ -9,10 +9,13 @@ use crate::recipe::{
     did_you_mean, Axis, Kind, Loc, Node, NodeName, RecipeError, Reference, Role, Spanned,
 };
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct NodeDep {
     pub node: usize,
     pub role: Role,
+    /// The reference as written (`openssl`, `sysext:keepalived`): what an input
+    /// is exported as.
+    pub name: NodeName,
     pub loc: Loc,
 }
 
@@ -106,6 +109,7 @@ fn references(
             Ok(NodeDep {
                 node: lookup(r.to, r.kinds, nodes, by_name)?,
                 role: r.role,
+                name: r.to.value.clone(),
                 loc: r.to.loc,
             })
         })
@@ -123,6 +127,20 @@ fn lookup(
         .map(|k| k.name())
         .collect::<Vec<_>>()
         .join(" or ");
+    // `KIND:NAME` picks one kind where several have the name (`sysext:keepalived`).
+    if let Some((kind, name)) = r.value.as_str().split_once(':') {
+        let name = NodeName::new(name);
+        return match kinds.iter().find(|k| k.name() == kind) {
+            Some(k) => by_name.get(&(*k, &name)).copied().ok_or_else(|| {
+                RecipeError::at(r.loc, format!("no {kind} named `{name}`"), "unknown name")
+            }),
+            None => Err(RecipeError::at(
+                r.loc,
+                format!("a {kind} cannot be used here"),
+                format!("expected a {wanted}"),
+            )),
+        };
+    }
     if let Some(&i) = kinds.iter().find_map(|k| by_name.get(&(*k, &r.value))) {
         return Ok(i);
     }

@@ -32,6 +32,7 @@ pub const SANDBOX_VARS: &[&str] = &[
     "JOBS",
     "HOST",
     "out",
+    "files",
 ];
 
 /// What follows a toolchain's directories on a step's PATH.
@@ -67,6 +68,8 @@ pub struct Step {
     pub path: Vec<PathBuf>,
     /// Input name -> its output tree, seen read-only.
     pub inputs: Vec<(String, PathBuf)>,
+    /// Repository files and directories copied into `$files` under their names.
+    pub files: Vec<PathBuf>,
     /// The toolchain's files, seen read-only at their own paths.
     pub mounts: Vec<PathBuf>,
     /// A persistent cache the step may write: the variable that names it, and
@@ -214,6 +217,11 @@ pub fn run(step: &Step, work: &Path, log: &Path) -> Result<(), ExecError> {
     }
     let script = work.join("script.sh");
     fs::write(&script, &step.script).map_err(|e| ExecError::io("cannot write", &script, e))?;
+    let files = work.join("files");
+    for f in &step.files {
+        let to = files.join(f.file_name().unwrap_or_default());
+        copy_into(f, &to).map_err(|e| ExecError::io("cannot copy", f, e))?;
+    }
     let mut sandbox = sandbox::Sandbox::new(step, work)?;
     let root = sandbox.build_dir();
     let mut env: BTreeMap<String, String> = step.env.clone();
@@ -236,6 +244,9 @@ pub fn run(step: &Step, work: &Path, log: &Path) -> Result<(), ExecError> {
     env.insert("JOBS".into(), step.jobs.to_string());
     for (name, _) in &step.inputs {
         env.insert(input_var(name), sandbox.input_path(name));
+    }
+    if !step.files.is_empty() {
+        env.insert("files".into(), format!("{root}/files"));
     }
     if let Some((var, _)) = &step.cache {
         env.insert(var.clone(), sandbox.cache_path());
@@ -312,6 +323,26 @@ pub fn run(step: &Step, work: &Path, log: &Path) -> Result<(), ExecError> {
         });
     }
     Ok(())
+}
+
+/// Copies a file or a tree (symlinks as links), keeping exec bits.
+fn copy_into(from: &Path, to: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(from)?;
+    if meta.is_dir() {
+        fs::create_dir_all(to)?;
+        for e in fs::read_dir(from)? {
+            let e = e?;
+            copy_into(&e.path(), &to.join(e.file_name()))?;
+        }
+        Ok(())
+    } else if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(from)?, to)
+    } else {
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        fs::copy(from, to).map(|_| ())
+    }
 }
 
 /// Whether the file system holding `path` has no space (or no inodes) left.

@@ -140,8 +140,13 @@ impl Sandbox {
         };
         let mut inputs = Vec::new();
         for (name, path) in &step.inputs {
+            // A tree, or a file (a source given as an input): its mount point alike.
             let point = work.join("inputs").join(name);
-            fs::create_dir_all(&point).map_err(io("cannot create", &point))?;
+            if path.is_dir() {
+                fs::create_dir_all(&point).map_err(io("cannot create", &point))?;
+            } else {
+                fs::write(&point, b"").map_err(io("cannot create", &point))?;
+            }
             inputs.push((name.clone(), path.clone()));
         }
         let mut sandbox = Sandbox {

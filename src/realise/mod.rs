@@ -36,6 +36,8 @@ pub struct Report {
     pub failed: Vec<(usize, StepError)>,
     /// Stopped while running: bake was interrupted.
     pub interrupted: Vec<usize>,
+    /// How long each step that ran here took.
+    pub durations: BTreeMap<usize, std::time::Duration>,
     /// Not run: a dependency failed, or the build stopped.
     pub skipped: Vec<usize>,
     pub realised: BTreeMap<usize, Realised>,
@@ -56,6 +58,8 @@ pub struct Realiser<'a> {
     keep_going: bool,
     /// Objects known to hash to their names in this run (checked, or just built).
     intact: Mutex<HashSet<OutputHash>>,
+    /// Instances produced again even if the store has them.
+    force: Selection,
 }
 
 impl<'a> Realiser<'a> {
@@ -67,14 +71,24 @@ impl<'a> Realiser<'a> {
             jobs: options.jobs,
             keep_going: options.keep_going,
             intact: Mutex::new(HashSet::new()),
+            force: Selection::from_fn(0, |_| false),
         }
+    }
+
+    /// Produces the instances in `force` again, whatever the store has.
+    pub fn rerun(mut self, force: Selection) -> Self {
+        self.force = force;
+        self
     }
 
     /// Builds every instance in `wanted` (closed under dependencies).
     pub fn build(&self, wanted: &Selection) -> Report {
         // What the store already has is settled in one pass, so a no-op build
         // never touches the scheduler.
-        let settled = settle(self.eval, self.store, wanted);
+        let mut settled = settle(self.eval, self.store, wanted);
+        for i in self.force.iter() {
+            settled.force(i);
+        }
         let pending = settled.pending();
         let privileged: Vec<&str> = pending
             .iter()
@@ -93,6 +107,7 @@ impl<'a> Realiser<'a> {
             known[i] = Some(r.clone());
         }
         let state = Mutex::new(known);
+        let durations = Mutex::new(BTreeMap::new());
         let progress = Progress::new(pending.count());
         let results = schedule::run(
             &self.eval.graph,
@@ -118,6 +133,10 @@ impl<'a> Realiser<'a> {
                 };
                 if what != "cached" {
                     progress.finished(inst.id.as_str(), what, started.elapsed());
+                    durations
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(i, started.elapsed());
                 }
                 if let Ok(r) = &result {
                     state.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r.clone());
@@ -131,6 +150,7 @@ impl<'a> Realiser<'a> {
             cached: Vec::new(),
             failed: Vec::new(),
             interrupted: Vec::new(),
+            durations: durations.into_inner().unwrap_or_else(|e| e.into_inner()),
             skipped: Vec::new(),
             realised: BTreeMap::new(),
         };
@@ -182,7 +202,8 @@ impl<'a> Realiser<'a> {
         }
         let (desc, key) = build_key(self.eval, i, &deps);
         let lookup = Lookup::new(&inst.id, key, self.store, &desc, &deps);
-        if let Ok(found) = inst.spec.lookup(&lookup) {
+        let forced = self.force.contains(i);
+        if let (false, Ok(found)) = (forced, inst.spec.lookup(&lookup)) {
             return Ok(found);
         }
         let _lock = match inst.spec.identity() {
@@ -195,7 +216,7 @@ impl<'a> Realiser<'a> {
             Identity::Declared => None,
         };
         // Another bake may have built it while we waited for the lock.
-        if let Ok(found) = inst.spec.lookup(&lookup) {
+        if let (false, Ok(found)) = (forced, inst.spec.lookup(&lookup)) {
             return Ok(found);
         }
         progress.started(inst.id.as_str());

@@ -41,6 +41,13 @@ impl Settlement {
         })
     }
 
+    /// Makes a settled instance one to build anyway.
+    pub fn force(&mut self, i: usize) {
+        if let Some(state @ Some(State::Ready(_))) = self.states.get_mut(i) {
+            *state = Some(State::Todo(Reason::Rerun));
+        }
+    }
+
     pub fn pending(&self) -> Selection {
         Selection::from_fn(self.states.len(), |i| {
             matches!(self.state(i), Some(State::Todo(_)))

@@ -29,6 +29,7 @@ pub enum Kind {
     Build,
     Sysext,
     Release,
+    Test,
 }
 
 impl Kind {
@@ -39,6 +40,7 @@ impl Kind {
             Kind::Build => "build",
             Kind::Sysext => "sysext",
             Kind::Release => "release",
+            Kind::Test => "test",
         }
     }
 }
@@ -91,6 +93,7 @@ impl Node {
             Body::Build(_) => Kind::Build,
             Body::Sysext(_) => Kind::Sysext,
             Body::Release(_) => Kind::Release,
+            Body::Test(_) => Kind::Test,
         }
     }
 }
@@ -102,6 +105,8 @@ pub enum Body {
     Build(Build),
     Sysext(Sysext),
     Release(Release),
+    /// A step that passes or fails; its declaration is a build's.
+    Test(Build),
 }
 
 /// A value that applies only where the axes have the given values
@@ -175,6 +180,11 @@ pub struct Build {
     pub env: Vec<EnvVar>,
     /// The script; several, with axis conditions, give instances scripts of their own.
     pub scripts: Vec<Selected<Template>>,
+    /// Patch files, relative to the declaring file, applied to the source in order
+    /// before the script (`patch "fix.patch" version="2.3.3"`).
+    pub patches: Vec<Selected<String>>,
+    /// Files and directories of the repository the script uses, in `$files`.
+    pub files: Vec<Spanned<String>>,
     pub limits: StepLimits,
     /// Runs as root with the host's file system (for steps that make
     /// namespaces, mounts or containers).

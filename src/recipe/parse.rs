@@ -21,6 +21,7 @@ const TOP_LEVEL: &[&str] = &[
     "build",
     "sysext",
     "release",
+    "test",
 ];
 const SOURCE_FIELDS: &[&str] = &["url", "hash", "unpack", "size", "limits"];
 const TOOLCHAIN_FIELDS: &[&str] = &[
@@ -41,6 +42,8 @@ const BUILD_FIELDS: &[&str] = &[
     "input",
     "env",
     "script",
+    "patch",
+    "files",
     "limits",
     "privileged",
 ];
@@ -80,6 +83,9 @@ pub fn parse(file: FileId, text: &str) -> Result<RecipeFile> {
             "release" => recipe
                 .nodes
                 .push(p.node(node, RELEASE_FIELDS, |p, f| p.release(f))?),
+            "test" => recipe.nodes.push(p.node(node, BUILD_FIELDS, |p, f| {
+                Ok(Body::Test(p.step(f, "test")?))
+            })?),
             other => return Err(p.unknown(node, other, TOP_LEVEL, "node")),
         }
     }
@@ -334,6 +340,11 @@ impl<'a> Parser<'a> {
     }
 
     fn build(&self, f: &Fields) -> Result<Body> {
+        Ok(Body::Build(self.step(f, "build")?))
+    }
+
+    /// The fields of a step, shared by `build` and `test`.
+    fn step(&self, f: &Fields, kind: &str) -> Result<Build> {
         let scripts = f
             .all("script")
             .map(|n| {
@@ -344,21 +355,26 @@ impl<'a> Parser<'a> {
             })
             .collect::<Result<Vec<_>>>()?;
         if scripts.is_empty() {
-            return Err(RecipeError::new("`build` needs a `script`")
+            return Err(RecipeError::new(format!("`{kind}` needs a `script`"))
                 .help("add: script \"make && make DESTDIR=$out install\""));
         }
-        Ok(Body::Build(Build {
+        Ok(Build {
             source: self.optional_ref(f, "source")?,
             toolchain: self.optional_ref(f, "toolchain")?,
             inputs: self.refs(f, "input")?,
             env: self.env(f)?,
             scripts,
+            patches: f
+                .all("patch")
+                .map(|n| self.selected(n, |p, e| p.string(e)))
+                .collect::<Result<_>>()?,
+            files: self.all_strings(f, "files")?,
             limits: self.step_limits(f)?,
             privileged: match self.at_most_one(f, "privileged")? {
                 Some(n) => self.one_bool(n)?,
                 None => false,
             },
-        }))
+        })
     }
 
     /// `limits time="2h" memory="8G" output="10G"`, each optional.
