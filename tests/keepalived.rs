@@ -156,6 +156,8 @@ fn edited_copy(edit: impl Fn(&Path)) -> tempfile::TempDir {
         assert!(status.success());
     }
     std::os::unix::fs::symlink(root().join(".venv"), dir.path().join(".venv")).unwrap();
+    // A repository of its own: files a recipe uses must be inside one.
+    fs::create_dir(dir.path().join(".git")).unwrap();
     edit(dir.path());
     dir
 }
@@ -351,17 +353,17 @@ fn slow_keepalived_tests_pass_on_both_arches_and_are_not_rerun() {
         .collect();
     assert_eq!(
         ran.len(),
-        8,
-        "failover and samples for each version and arch: {json}"
+        10,
+        "failover and samples for each version and arch, and the two systemd hosts: {json}"
     );
     assert!(ids(&json["failed"]).is_empty());
     let xml = fs::read_to_string(&junit).unwrap();
-    assert_eq!(xml.matches("<testcase ").count(), 8, "{xml}");
+    assert_eq!(xml.matches("<testcase ").count(), 10, "{xml}");
     // The same images again: nothing runs.
     let again = bake_repo(&["test", "recipes/keepalived.kdl", "--json"]);
     let json = json_of(&again);
-    assert_eq!(ids(&json["cached"]).len(), 8, "{json}");
-    assert!(String::from_utf8_lossy(&again.stderr).contains("passed=0 failed=0 cached=8"));
+    assert_eq!(ids(&json["cached"]).len(), 10, "{json}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("passed=0 failed=0 cached=10"));
 }
 
 #[test]

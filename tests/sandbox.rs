@@ -585,3 +585,39 @@ fn sha256(path: &Path) -> String {
     use sha2::Digest as _;
     format!("{:x}", sha2::Sha256::digest(fs::read(path).unwrap()))
 }
+
+#[test]
+fn a_toolchain_under_tmp_is_the_one_a_step_runs() {
+    // Tests, CI clones and users' checkouts live under /tmp too: the step's own
+    // /tmp must not hide the toolchain's files mounted there.
+    let p = Project::new();
+    assert!(
+        p.dir.path().starts_with("/tmp"),
+        "{}",
+        p.dir.path().display()
+    );
+    let cc = p.write("tc/bin/cc", "#!/bin/sh\necho the toolchain cc\n");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&cc, fs::Permissions::from_mode(0o755)).unwrap();
+    p.write(
+        "r.kdl",
+        r#"
+toolchain "tc" {
+    target "x86_64-linux-musl"
+    path "tc/bin"
+    identity "tc/bin"
+}
+build "which" {
+    toolchain "tc"
+    script "cc > $out/which"
+}
+"#,
+    );
+    let (code, json) = p.build("r.kdl", &[]);
+    assert_eq!(code, 0, "{json}");
+    let out = PathBuf::from(json["outputs"]["which"].as_str().unwrap());
+    assert_eq!(
+        fs::read_to_string(out.join("which")).unwrap(),
+        "the toolchain cc\n"
+    );
+}

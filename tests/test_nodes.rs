@@ -124,3 +124,17 @@ fn a_test_of_nothing_is_a_usage_error() {
     let out = p.bake(&["test", "r.kdl", "a"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_recipe_names_what_build_builds_by_default() {
+    let p = Project::new();
+    p.write(
+        "r.kdl",
+        "default \"a\"\nbuild \"a\" {\n    script \"echo a > $out/a\"\n}\nbuild \"b\" {\n    script \"echo b > $out/b\"\n}\n",
+    );
+    let (code, json) = p.build("r.kdl", &[]);
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(common::ids(&json["built"]), ["a"]);
+    let (_, json) = p.build("r.kdl", &["b"]);
+    assert_eq!(common::ids(&json["built"]), ["b"]);
+}

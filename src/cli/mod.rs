@@ -361,11 +361,18 @@ impl From<Box<Report>> for Failure {
     }
 }
 
-/// The instances TARGETS name, with everything they need; with no targets,
-/// everything but the tests (`bake test` runs those).
+/// The instances TARGETS name, with everything they need; with no targets, the
+/// recipe's `default` ones, else everything but the tests (`bake test` runs those).
 fn select(eval: &Evaluation, targets: &[String]) -> Result<(Vec<usize>, Selection), Failure> {
-    let mut selected = eval.select(targets).map_err(Failure::usage)?;
-    if targets.is_empty() {
+    let named = if targets.is_empty() {
+        &eval.defaults
+    } else {
+        targets
+    };
+    let mut selected = eval
+        .select(named)
+        .map_err(|e| Failure::usage(format!("{}: {e}", eval.top_file())))?;
+    if named.is_empty() {
         selected.retain(|&i| eval.instance(i).kind() != Kind::Test);
     }
     let wanted = eval.graph.closure(&selected);

@@ -218,7 +218,7 @@ pub(super) fn cmd_release(
     let store = recipe.open_store()?;
     let releases: Vec<usize> = eval
         .select(targets)
-        .map_err(Failure::usage)?
+        .map_err(|e| Failure::usage(format!("{}: {e}", eval.top_file())))?
         .into_iter()
         .filter(|&i| eval.instance(i).kind() == Kind::Release)
         .collect();

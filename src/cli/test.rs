@@ -25,7 +25,7 @@ pub(super) fn cmd_test(
     let is_test = |i: &usize| eval.instance(*i).kind() == Kind::Test;
     let tests: Vec<usize> = eval
         .select(targets)
-        .map_err(Failure::usage)?
+        .map_err(|e| Failure::usage(format!("{}: {e}", eval.top_file())))?
         .into_iter()
         .filter(is_test)
         .collect();

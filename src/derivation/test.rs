@@ -16,7 +16,10 @@ impl Derivation for TestSpec {
     const IDENTITY: Identity = Identity::Output;
 
     fn references(body: &Build) -> Vec<Ref<'_>> {
-        BuildSpec::step_references(body, &[Kind::Build, Kind::Sysext, Kind::Source])
+        BuildSpec::step_references(
+            body,
+            &[Kind::Build, Kind::Sysext, Kind::Release, Kind::Source],
+        )
     }
 
     fn axes<'a>(body: &'a Build, uses: &mut AxisUses<'a>) {

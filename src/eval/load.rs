@@ -9,6 +9,8 @@ use crate::recipe::{self, Axis, Files, Loc, Node, RecipeError, Spanned};
 pub struct Loaded {
     pub axes: Vec<Axis>,
     pub nodes: Vec<Node>,
+    /// The top file's `default` targets (an imported file's are its own business).
+    pub defaults: Vec<Spanned<String>>,
 }
 
 /// Loads `path` and everything it imports into `files`.
@@ -16,6 +18,7 @@ pub fn load(path: &Path, files: &mut Files) -> Result<Loaded, RecipeError> {
     let mut loaded = Loaded {
         axes: Vec::new(),
         nodes: Vec::new(),
+        defaults: Vec::new(),
     };
     let canonical = path
         .canonicalize()
@@ -72,6 +75,9 @@ fn load_file(
         load_file(&target, shown, Some(import.loc), files, stack, loaded)?;
     }
     stack.pop();
+    if stack.is_empty() {
+        loaded.defaults = recipe.defaults;
+    }
     loaded.axes.extend(recipe.axes);
     loaded.nodes.extend(recipe.nodes);
     Ok(())

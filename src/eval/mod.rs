@@ -12,7 +12,7 @@ use crate::fingerprint::StatCache;
 use crate::graph::Dag;
 use crate::hash::EvalKey;
 use crate::names::{AxisName, AxisValue, InstanceId, NodeName};
-use crate::recipe::{did_you_mean, FileId, Files, Kind, Report, Role};
+use crate::recipe::{did_you_mean, FileId, Files, Kind, RecipeError, Report, Role};
 
 /// One derivation: a node instantiated for one combination of its axes.
 #[derive(Clone, Debug)]
@@ -44,11 +44,18 @@ pub struct Evaluation {
     pub files: Files,
     /// Every instance, each after all of its dependencies.
     pub graph: Dag<Instance, Dep>,
+    /// What to build when no target is named (the recipe's `default`).
+    pub defaults: Vec<String>,
 }
 
 impl Evaluation {
     pub fn instance(&self, i: usize) -> &Instance {
         self.graph.node(i)
+    }
+
+    /// The recipe file the evaluation started from, as the user named it.
+    pub fn top_file(&self) -> &str {
+        &self.files.get(FileId(0)).display
     }
 
     pub fn find(&self, id: &str) -> Option<usize> {
@@ -83,8 +90,7 @@ impl Evaluation {
                     let names = self.graph.nodes().map(|(_, i)| i.id.as_str());
                     let hint = did_you_mean(t, names)
                         .map_or(String::new(), |n| format!("; did you mean `{n}`?"));
-                    let file = &self.files.get(FileId(0)).display;
-                    return Err(format!("no target `{t}` in {file}{hint}"));
+                    return Err(format!("no target `{t}`{hint}"));
                 }
             }
         }
@@ -121,5 +127,17 @@ pub fn evaluate(path: &Path, options: &Options) -> Result<Evaluation, Box<Report
     };
     // The cache only saves work; a store that cannot be written to costs a rehash.
     let _ = cache.save();
-    Ok(Evaluation { files, graph })
+    let mut eval = Evaluation {
+        files,
+        graph,
+        defaults: Vec::new(),
+    };
+    for d in &loaded.defaults {
+        if let Err(why) = eval.select(std::slice::from_ref(&d.value)) {
+            let err = RecipeError::at(d.loc, why, "not a target of this recipe");
+            return Err(Box::new(err.render(&eval.files)));
+        }
+        eval.defaults.push(d.value.clone());
+    }
+    Ok(eval)
 }

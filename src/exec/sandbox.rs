@@ -116,6 +116,8 @@ enum Op {
     },
     Tmpfs(CString, CString),
     Proc(CString),
+    /// Fails unless the path exists (after the mounts above it).
+    Exists(CString),
 }
 
 pub struct Sandbox {
@@ -227,37 +229,7 @@ impl Sandbox {
         for file in ["passwd", "group"] {
             ops.push(bind(&etc.join(file), &root.join("etc").join(file), true)?);
         }
-        ops.push(Op::Mkdir(at("build")?));
-        ops.push(bind(&self.work, &root.join("build"), false)?);
-        for (name, path) in &self.inputs {
-            ops.push(bind(path, &root.join("build/inputs").join(name), true)?);
-        }
-        for m in &step.mounts {
-            let real = m
-                .canonicalize()
-                .map_err(|e| ExecError::io("cannot find the toolchain's", m, e))?;
-            // The system's own directories are there already.
-            if HOST_ENTRIES
-                .iter()
-                .any(|e| real.starts_with(Path::new("/").join(e)))
-            {
-                continue;
-            }
-            let inside = root.join(real.strip_prefix("/").unwrap_or(&real));
-            ops.extend(mkdirs(&root, &inside)?);
-            ops.push(bind(&real, &inside, true)?);
-            if *m != real && m.is_absolute() {
-                let link = root.join(m.strip_prefix("/").unwrap_or(m));
-                if let Some(parent) = link.parent() {
-                    ops.extend(mkdirs(&root, parent)?);
-                }
-                ops.push(Op::Symlink(cpath(&real)?, cpath(&link)?));
-            }
-        }
-        if let Some(cache) = &self.cache {
-            ops.push(Op::Mkdir(at(CACHE_DIR)?));
-            ops.push(bind(cache, &root.join(&CACHE_DIR[1..]), false)?);
-        }
+        // The system's own file systems first: what follows may lie under /tmp.
         ops.push(Op::Mkdir(at("tmp")?));
         ops.push(Op::Tmpfs(at("tmp")?, cstr("mode=1777")?));
         ops.push(Op::Mkdir(at("dev")?));
@@ -281,6 +253,39 @@ impl Sandbox {
         ops.push(Op::Tmpfs(at("dev/shm")?, cstr("mode=1777")?));
         ops.push(Op::Mkdir(at("proc")?));
         ops.push(Op::Proc(at("proc")?));
+        ops.push(Op::Mkdir(at("build")?));
+        ops.push(bind(&self.work, &root.join("build"), false)?);
+        for (name, path) in &self.inputs {
+            ops.push(bind(path, &root.join("build/inputs").join(name), true)?);
+        }
+        for m in &step.mounts {
+            let real = m
+                .canonicalize()
+                .map_err(|e| ExecError::io("cannot find the toolchain's", m, e))?;
+            // The system's own directories are there already.
+            if HOST_ENTRIES
+                .iter()
+                .any(|e| real.starts_with(Path::new("/").join(e)))
+            {
+                continue;
+            }
+            let inside = root.join(real.strip_prefix("/").unwrap_or(&real));
+            ops.extend(mkdirs(&root, &inside)?);
+            ops.push(bind(&real, &inside, true)?);
+            // A toolchain the step cannot see would leave it the system's compiler.
+            ops.push(Op::Exists(cpath(&inside)?));
+            if *m != real && m.is_absolute() {
+                let link = root.join(m.strip_prefix("/").unwrap_or(m));
+                if let Some(parent) = link.parent() {
+                    ops.extend(mkdirs(&root, parent)?);
+                }
+                ops.push(Op::Symlink(cpath(&real)?, cpath(&link)?));
+            }
+        }
+        if let Some(cache) = &self.cache {
+            ops.push(Op::Mkdir(at(CACHE_DIR)?));
+            ops.push(bind(cache, &root.join(&CACHE_DIR[1..]), false)?);
+        }
         self.ops = ops;
         if self.mode == Mode::Root {
             // /build is the builder's, but for the inputs' mount points.
@@ -375,6 +380,7 @@ impl Sandbox {
             binds
         };
         let proc_dir = cstr("/proc")?;
+        let (run_dir, run_mode) = (cstr("/run")?, cstr("mode=0755")?);
         let ops = std::mem::take(&mut self.ops);
         let files = [
             cstr("/proc/self/setgroups")?,
@@ -434,8 +440,11 @@ impl Sandbox {
                         for op in &privileged_binds {
                             run_op(op)?;
                         }
-                        // Its own processes in /proc, not the host's.
+                        // Its own processes in /proc, not the host's; and its own /run,
+                        // so what it leaves there (network namespaces, containers'
+                        // state) goes with it.
                         run_op(&Op::Proc(proc_dir.clone()))?;
+                        run_op(&Op::Tmpfs(run_dir.clone(), run_mode.clone()))?;
                     }
                 }
                 check(libc::chdir(cwd.as_ptr()))?;
@@ -581,6 +590,10 @@ unsafe fn run_op(op: &Op) -> io::Result<()> {
             libc::MS_NOSUID | libc::MS_NODEV,
             data.as_ptr().cast(),
         )),
+        Op::Exists(path) => {
+            let mut st: libc::stat = std::mem::zeroed();
+            check(libc::stat(path.as_ptr(), &mut st))
+        }
         Op::Proc(dst) => check(libc::mount(
             c"proc".as_ptr(),
             dst.as_ptr(),

@@ -13,6 +13,8 @@ pub struct RecipeFile {
     pub imports: Vec<Spanned<String>>,
     pub axes: Vec<Axis>,
     pub nodes: Vec<Node>,
+    /// `default "release:keepalived"`: what `bake build FILE` builds with no targets.
+    pub defaults: Vec<Spanned<String>>,
 }
 
 /// A matrix axis: `version "2.3.4" "2.3.3"`.

@@ -15,6 +15,7 @@ type Result<T> = std::result::Result<T, RecipeError>;
 
 const TOP_LEVEL: &[&str] = &[
     "import",
+    "default",
     "matrix",
     "source",
     "toolchain",
@@ -67,6 +68,10 @@ pub fn parse(file: FileId, text: &str) -> Result<RecipeFile> {
     for node in doc.nodes() {
         match node.name().value() {
             "import" => recipe.imports.push(p.import(node)?),
+            "default" => {
+                p.no_children(node)?;
+                recipe.defaults.extend(p.strings(node)?);
+            }
             "matrix" => recipe.axes.extend(p.matrix(node)?),
             "source" => recipe
                 .nodes
