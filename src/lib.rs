@@ -15,6 +15,7 @@ pub mod hash;
 pub mod names;
 pub mod schedule;
 
+mod compare;
 mod derivation;
 mod exec;
 mod fingerprint;
@@ -26,3 +27,4 @@ mod release;
 mod store;
 mod sysext;
 mod units;
+mod variation;

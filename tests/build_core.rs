@@ -386,12 +386,18 @@ build "unstable" {
 }
 "#,
     );
-    let out = p.bake(&["check", "r.kdl", "--json"]);
+    let out = p.bake(&["check", "r.kdl", "--json", "--variations", "none"]);
     assert_eq!(out.status.code(), Some(1));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(ids(&json["reproducible"]), ["stable"]);
-    assert_eq!(json["differs"][0]["id"], "unstable");
-    assert_eq!(json["differs"][0]["files"], serde_json::json!(["noise"]));
+    assert_eq!(json["instances"][0]["id"], "stable");
+    assert_eq!(json["instances"][0]["result"], "same");
+    assert_eq!(json["instances"][1]["id"], "unstable");
+    assert_eq!(json["instances"][1]["result"], "different");
+    assert_eq!(json["instances"][1]["files"][0]["path"], "noise");
+    assert_eq!(
+        json["instances"][1]["files"][0]["sizes"],
+        serde_json::json!([16, 16])
+    );
     let out = p.bake(&["check", "r.kdl", "stable"]);
     assert!(out.status.success());
 }

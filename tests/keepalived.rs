@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use common::{bake_repo, elf_facts, ids, json_of, root, shared_store};
+use common::{bake_repo, elf_facts, ids, json_of, root, same_ids, shared_store};
 
 const IDS: [(&str, &str, &str); 4] = [
     ("keepalived@2.3.4/x86-64", "2.3.4", "x86-64"),
@@ -396,18 +396,23 @@ fn slow_keepalived_samples_test_catches_the_unpatched_2_3_3_loop() {
 }
 
 #[test]
-fn slow_keepalived_rebuilds_bit_for_bit() {
+fn slow_keepalived_matrix_and_images_rebuild_bit_for_bit_under_every_variation() {
     build_matrix();
-    let out = bake_repo(&["check", "recipes/keepalived.kdl", "keepalived", "--json"]);
+    let out = bake_repo(&["check", "recipes/keepalived.kdl", "--json"]);
     let json = json_of(&out);
-    assert!(
-        out.status.success(),
-        "{json}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{json}\n{err}");
+    assert_eq!(
+        json["variations"].as_array().map(Vec::len),
+        Some(8),
+        "every variation applied: {json}"
     );
-    let same = ids(&json["reproducible"]);
-    for (id, _, _) in IDS {
+    let same = same_ids(&json);
+    assert_eq!(json["same"], json["total"], "{json}");
+    for (id, version, arch) in IDS {
         assert!(same.contains(&id.to_string()), "{id}: {json}");
+        let image = format!("sysext:keepalived@{version}/{arch}");
+        assert!(same.contains(&image), "{image}: {json}");
     }
     for id in [
         "openssl@x86-64",
@@ -417,4 +422,11 @@ fn slow_keepalived_rebuilds_bit_for_bit() {
     ] {
         assert!(same.contains(&id.to_string()), "{id}: {json}");
     }
+    eprintln!(
+        "{}",
+        err.lines()
+            .rev()
+            .find(|l| l.starts_with("same="))
+            .unwrap_or("")
+    );
 }

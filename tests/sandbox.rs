@@ -319,18 +319,7 @@ fn a_second_interrupt_ends_bake_at_once() {
 #[test]
 fn corruption_is_caught_when_an_object_or_a_source_is_used() {
     let p = Project::new();
-    let tarball = p.path("src.tar");
-    let staged = p.path("staged/pkg");
-    fs::create_dir_all(&staged).unwrap();
-    fs::write(staged.join("hello.txt"), "hello\n").unwrap();
-    let tar = Command::new("tar")
-        .args(["-C", p.path("staged").to_str().unwrap(), "-cf"])
-        .arg(&tarball)
-        .arg("pkg")
-        .status()
-        .unwrap();
-    assert!(tar.success());
-    let sha = sha256(&tarball);
+    let (tarball, sha) = p.tarball("src", &[("hello.txt", "hello\n")]);
     let recipe = |dep_script: &str| {
         format!(
             r#"

@@ -30,6 +30,7 @@ macro_rules! errln {
     }};
 }
 
+mod check;
 mod docs;
 mod inspect;
 mod run;
@@ -37,6 +38,7 @@ mod sources;
 mod test;
 mod upkeep;
 
+use check::*;
 use docs::*;
 use inspect::*;
 use run::*;
@@ -142,15 +144,25 @@ enum Command {
         #[command(subcommand)]
         command: ToolchainCommand,
     },
-    /// Build, then build again and compare bit for bit (reproducibility)
+    /// Build, then rebuild each build and image under a changed environment
+    /// and compare file by file (reproducibility)
     Check {
         #[command(flatten)]
         recipe: RecipeArgs,
-        /// Names (every instance) or instance ids; all when none
+        /// Names (every instance) or instance ids; the recipe's default when none
         targets: Vec<String>,
         #[command(flatten)]
         run: RunArgs,
-        /// Print {"reproducible":[ids],"differs":[{"id","files"}],"failed":[ids]}
+        /// What the rebuild changes: a comma-separated list of time, hostname,
+        /// kernel, jobs, dirorder, aslr, uid, cpus; `all`, or `none` for the
+        /// same environment [default: every one this machine can apply]
+        #[arg(long, value_name = "LIST")]
+        variations: Option<String>,
+        /// Do not write diffoscope reports on what differs
+        #[arg(long)]
+        no_diffoscope: bool,
+        /// Print {"same","different","failed","total","variations",
+        /// "instances":[{"id","result","files"}]}
         #[arg(long)]
         json: bool,
     },
@@ -444,8 +456,17 @@ pub fn main() -> i32 {
             recipe,
             targets,
             run,
+            variations,
+            no_diffoscope,
             json,
-        } => cmd_check(&recipe, &targets, &run, json),
+        } => cmd_check(CheckArgs {
+            recipe: &recipe,
+            targets: &targets,
+            run: &run,
+            variations: variations.as_deref(),
+            diffoscope: !no_diffoscope,
+            json,
+        }),
         Command::Release {
             recipe,
             targets,

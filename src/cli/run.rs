@@ -1,4 +1,4 @@
-//! Commands that build: build, check, release.
+//! Commands that build: build, release.
 
 use super::*;
 use crate::derivation::Spec;
@@ -23,7 +23,7 @@ pub(super) fn stop_on_signals() {
 }
 
 /// Prints each failed step's diagnostic, and what an interrupt stopped.
-fn report_failures(eval: &Evaluation, report: &realise::Report) {
+pub(super) fn report_failures(eval: &Evaluation, report: &realise::Report) {
     for (i, e) in &report.failed {
         errln!("error: {} failed", eval.instance(*i).id);
         print_diagnostic(e);
@@ -144,67 +144,6 @@ fn link_outputs(dir: &Path, links: &[(&crate::names::InstanceId, PathBuf)]) -> s
         std::fs::rename(&tmp, &link)?;
     }
     Ok(())
-}
-
-pub(super) fn cmd_check(
-    recipe: &RecipeArgs,
-    targets: &[String],
-    run: &RunArgs,
-    json: bool,
-) -> Result<(), Failure> {
-    let eval = recipe.evaluate()?;
-    let store = recipe.open_store()?;
-    let (_, wanted) = select(&eval, targets)?;
-    stop_on_signals();
-    let realiser = Realiser::new(&eval, &store, run.options()?);
-    let built = realiser.build(&wanted);
-    report_failures(&eval, &built);
-    interrupted()?;
-    let id = |i: usize| eval.instance(i).id.to_string();
-    let mut failed: Vec<String> = built.failed.iter().map(|(i, _)| id(*i)).collect();
-    let mut reproducible = Vec::new();
-    let mut differs = Vec::new();
-    for (i, result) in realiser.check(&wanted, &built) {
-        match result {
-            Ok(c) if c.reproducible() => {
-                errln!("same     {} {}", id(i), c.stored);
-                reproducible.push(id(i));
-            }
-            Ok(c) => {
-                errln!(
-                    "DIFFERS  {}: {} then {}; files: {}",
-                    id(i),
-                    c.stored,
-                    c.rebuilt,
-                    c.differing.join(", ")
-                );
-                differs.push(json!({"id": id(i), "files": c.differing}));
-            }
-            Err(e) => {
-                errln!("error: {} could not be rebuilt", id(i));
-                print_diagnostic(&e);
-                failed.push(id(i));
-            }
-        }
-    }
-    if json {
-        outln!(
-            "{:#}",
-            json!({"reproducible": reproducible, "differs": differs, "failed": failed})
-        );
-    } else {
-        errln!(
-            "{} reproducible, {} differ, {} failed",
-            reproducible.len(),
-            differs.len(),
-            failed.len()
-        );
-    }
-    if differs.is_empty() && failed.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure::failed())
-    }
 }
 
 pub(super) fn cmd_release(

@@ -180,7 +180,8 @@ impl BuildSpec {
             env.insert("HOST".into(), t.target.clone());
             env.extend(t.env.iter().cloned());
             if let Some(var) = &t.cache {
-                cache = Some((var.clone(), cx.store.toolchain_cache(name)));
+                let dir = cx.variation().and_then(|v| v.cache(name));
+                cache = Some((var.clone(), dir.unwrap_or_else(|| cx.store.toolchain_cache(name))));
             }
             path.extend(t.paths.iter().cloned());
             mounts.extend(t.paths.iter().chain(&t.mounts).cloned());
@@ -201,6 +202,7 @@ impl BuildSpec {
             source_date_epoch: SOURCE_DATE_EPOCH,
             limits: self.limits,
             confinement: self.confinement,
+            variation: cx.variation().cloned(),
         };
         // zig's cache has shown a race when two links for one target first need
         // the same new artifact at once ("C compiler cannot create executables"):
@@ -213,7 +215,7 @@ impl BuildSpec {
             ),
             _ => None,
         };
-        crate::exec::run(&step, work, &cx.store.log_path(&cx.key))?;
+        crate::exec::run(&step, work, &cx.log_path())?;
         Ok(Produced::Tree)
     }
 }

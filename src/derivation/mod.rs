@@ -24,6 +24,7 @@ use crate::names::{InstanceId, NodeName};
 use crate::recipe::{Body, Kind, RecipeError, Reference, Role};
 use crate::store::{Store, TmpDir};
 use crate::sysext::SysextError;
+use crate::variation::Variation;
 
 /// SOURCE_DATE_EPOCH of every step: fixed, so time never leaks into an output.
 /// 1980-01-01, the earliest time zip archives can hold.
@@ -274,6 +275,8 @@ pub struct Step<'a> {
     pub store: &'a Store,
     pub fetcher: &'a Fetcher,
     pub jobs: usize,
+    /// Whether this is `bake check`'s rebuild, and what it changes.
+    pub rebuild: Option<Option<Variation>>,
     work: OnceCell<TmpDir>,
 }
 
@@ -295,7 +298,27 @@ impl<'a> Step<'a> {
             store,
             fetcher,
             jobs,
+            rebuild: None,
             work: OnceCell::new(),
+        }
+    }
+
+    /// The same step, as `bake check`'s rebuild, under `variation` if any.
+    pub fn rebuilding(mut self, variation: Option<Variation>) -> Self {
+        self.rebuild = Some(variation);
+        self
+    }
+
+    /// What the rebuild changes; none for a build.
+    pub fn variation(&self) -> Option<&Variation> {
+        self.rebuild.as_ref().and_then(Option::as_ref)
+    }
+
+    /// Where the step's log goes: a rebuild's beside the build's.
+    pub fn log_path(&self) -> PathBuf {
+        match self.rebuild {
+            Some(_) => self.store.rebuild_log_path(&self.key),
+            None => self.store.log_path(&self.key),
         }
     }
 

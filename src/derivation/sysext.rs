@@ -95,6 +95,7 @@ impl Derivation for SysextSpec {
             cx.work()?,
             &cx.out()?,
             SOURCE_DATE_EPOCH,
+            cx.variation(),
         )?;
         Ok(Produced::Tree)
     }

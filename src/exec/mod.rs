@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::units::{show_duration, show_size};
+use crate::variation::Variation;
 
 pub use sandbox::Confinement;
 pub use watch::kill_all;
@@ -79,6 +80,8 @@ pub struct Step {
     pub source_date_epoch: i64,
     pub limits: Limits,
     pub confinement: Confinement,
+    /// What a `bake check` rebuild changes; none for a build.
+    pub variation: Option<Variation>,
 }
 
 #[derive(Debug, miette::Diagnostic)]
@@ -241,7 +244,14 @@ pub fn run(step: &Step, work: &Path, log: &Path) -> Result<(), ExecError> {
     );
     env.insert("TZ".into(), "UTC".into());
     env.insert("LC_ALL".into(), "C".into());
-    env.insert("JOBS".into(), step.jobs.to_string());
+    let jobs = step
+        .variation
+        .as_ref()
+        .map_or(step.jobs, |v| v.jobs(step.jobs));
+    env.insert("JOBS".into(), jobs.to_string());
+    if let Some(v) = &step.variation {
+        v.env(&mut env);
+    }
     for (name, _) in &step.inputs {
         env.insert(input_var(name), sandbox.input_path(name));
     }
@@ -268,6 +278,16 @@ pub fn run(step: &Step, work: &Path, log: &Path) -> Result<(), ExecError> {
         .stdout(log_file)
         .stderr(log_err);
     sandbox.apply(&mut cmd, memory.as_ref().map(|c| c.procs()))?;
+    // Last, once the sandbox has handed the tree to the builder.
+    let src = work.join("src");
+    let mut aside = work.as_os_str().to_owned();
+    aside.push(".src");
+    let _reordered = match &step.variation {
+        Some(v) => v
+            .reorder(&src, Path::new(&aside))
+            .map_err(|e| ExecError::io("cannot reorder the entries of", &src, e))?,
+        None => None,
+    };
     let mut child = cmd
         .spawn()
         .map_err(|e| ExecError::io("cannot start", Path::new("/bin/sh"), e))?;

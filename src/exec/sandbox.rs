@@ -19,7 +19,6 @@ use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,6 +26,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
 
 use super::{ExecError, Step, BUILD_DIR};
+use crate::variation::StepSettings;
 
 /// The uid and gid confined steps run as when bake is root.
 pub const BUILD_UID: u32 = 30000;
@@ -130,6 +130,11 @@ pub struct Sandbox {
     inputs: Vec<(String, PathBuf)>,
     cache: Option<PathBuf>,
     ops: Vec<Op>,
+    /// The uid and gid the step runs as, as it sees them.
+    uid: u32,
+    hostname: &'static str,
+    domainname: &'static str,
+    settings: StepSettings,
 }
 
 impl Sandbox {
@@ -151,6 +156,15 @@ impl Sandbox {
             }
             inputs.push((name.clone(), path.clone()));
         }
+        let variation = step.variation.as_ref();
+        let (hostname, domainname) = variation
+            .and_then(|v| v.hostname())
+            .unwrap_or(("localhost", "(none)"));
+        let uid = match (mode, step.confinement) {
+            (_, Confinement::Privileged) | (Mode::InPlace, _) => 0,
+            (Mode::Root, _) => variation.and_then(|v| v.uid()).unwrap_or(BUILD_UID),
+            (Mode::User { .. }, _) => variation.and_then(|v| v.uid()).unwrap_or(0),
+        };
         let mut sandbox = Sandbox {
             work: work.to_path_buf(),
             mode,
@@ -159,6 +173,10 @@ impl Sandbox {
             inputs,
             cache: step.cache.as_ref().map(|(_, dir)| dir.clone()),
             ops: Vec::new(),
+            uid,
+            hostname,
+            domainname,
+            settings: variation.map(StepSettings::of).unwrap_or_default(),
         };
         if let Some(dir) = &sandbox.cache {
             fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
@@ -195,10 +213,7 @@ impl Sandbox {
         for d in [&root, &etc] {
             fs::create_dir_all(d).map_err(|e| ExecError::io("cannot create", d, e))?;
         }
-        let (uid, gid) = match self.mode {
-            Mode::Root => (BUILD_UID, BUILD_UID),
-            _ => (0, 0),
-        };
+        let (uid, gid) = (self.uid, self.uid);
         let passwd = format!(
             "root:x:0:0:root:/build/home:/bin/sh\nbake:x:{uid}:{gid}:bake build user:/build/home:/bin/sh\n\
              nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
@@ -292,14 +307,14 @@ impl Sandbox {
             for entry in ["", "src", "out", "home", "tmp", "script.sh"] {
                 let path = self.work.join(entry);
                 if entry.is_empty() {
-                    std::os::unix::fs::lchown(&path, Some(BUILD_UID), Some(BUILD_UID))
+                    std::os::unix::fs::lchown(&path, Some(self.uid), Some(self.uid))
                         .map_err(|e| ExecError::io("cannot hand over", &path, e))?;
                 } else {
-                    chown_tree(&path, BUILD_UID)?;
+                    chown_tree(&path, self.uid)?;
                 }
             }
             if let Some(cache) = &self.cache {
-                chown_tree(cache, BUILD_UID)?;
+                chown_tree(cache, self.uid)?;
             }
         }
         Ok(())
@@ -340,11 +355,13 @@ impl Sandbox {
     pub fn apply(&mut self, cmd: &mut Command, cgroup: Option<&CStr>) -> Result<(), ExecError> {
         let cgroup = cgroup.map(CStr::to_owned);
         let cwd = cpath(&Path::new(&self.build_dir()).join("src"))?;
+        let settings = self.settings;
         if !self.isolated() {
             // SAFETY: only async-signal-safe calls on memory prepared before fork.
             unsafe {
                 cmd.pre_exec(move || {
                     libc::umask(0o022);
+                    settings.enter();
                     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                     // Its own process group, so a timeout kills what it started too.
                     check(libc::setpgid(0, 0))?;
@@ -357,8 +374,8 @@ impl Sandbox {
         let flags = namespace_flags(self.mode);
         let maps = match self.mode {
             Mode::User { uid, gid } => Some((
-                format!("0 {uid} 1\n").into_bytes(),
-                format!("0 {gid} 1\n").into_bytes(),
+                format!("{} {uid} 1\n", self.uid).into_bytes(),
+                format!("{} {gid} 1\n", self.uid).into_bytes(),
             )),
             _ => None,
         };
@@ -387,12 +404,14 @@ impl Sandbox {
             cstr("/proc/self/uid_map")?,
             cstr("/proc/self/gid_map")?,
         ];
-        let hostname = b"localhost";
+        let (hostname, domainname) = (self.hostname, self.domainname);
+        let builder = self.uid;
         // SAFETY: only system calls, on memory prepared before fork; the waiting
         // process never returns into Rust.
         unsafe {
             cmd.pre_exec(move || {
                 libc::umask(0o022);
+                settings.enter();
                 // Bake gone: the waiting process stops the step.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
                 libc::signal(libc::SIGINT, libc::SIG_IGN);
@@ -415,6 +434,7 @@ impl Sandbox {
                 libc::signal(libc::SIGINT, libc::SIG_DFL);
                 libc::setsid();
                 libc::sethostname(hostname.as_ptr().cast(), hostname.len());
+                libc::setdomainname(domainname.as_ptr().cast(), domainname.len());
                 let none = std::ptr::null();
                 check(libc::mount(
                     none,
@@ -449,7 +469,7 @@ impl Sandbox {
                 }
                 check(libc::chdir(cwd.as_ptr()))?;
                 if become_builder {
-                    let id = BUILD_UID;
+                    let id = builder;
                     check(libc::setgroups(0, std::ptr::null()))?;
                     check(libc::setresgid(id, id, id))?;
                     check(libc::setresuid(id, id, id))?;
@@ -664,23 +684,7 @@ fn mkdirs(root: &Path, dir: &Path) -> Result<Vec<Op>, ExecError> {
 
 /// Gives a tree to the build user (bake as root unpacked and placed it).
 fn chown_tree(path: &Path, uid: u32) -> Result<(), ExecError> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(ExecError::io("cannot read", path, e)),
-    };
-    if meta.uid() != uid || meta.gid() != uid {
-        std::os::unix::fs::lchown(path, Some(uid), Some(uid))
-            .map_err(|e| ExecError::io("cannot hand over", path, e))?;
-    }
-    if meta.is_dir() {
-        let entries = fs::read_dir(path).map_err(|e| ExecError::io("cannot list", path, e))?;
-        for e in entries {
-            let e = e.map_err(|e| ExecError::io("cannot list", path, e))?;
-            chown_tree(&e.path(), uid)?;
-        }
-    }
-    Ok(())
+    crate::store::chown_tree(path, uid).map_err(|e| ExecError::io("cannot hand over", path, e))
 }
 
 fn check(ret: libc::c_int) -> io::Result<()> {

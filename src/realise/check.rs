@@ -1,24 +1,28 @@
-//! `bake check`: build again and compare bit for bit with the stored output.
+//! `bake check`: build again, under variation, and compare file by file with
+//! the stored output.
 
-use std::collections::BTreeSet;
-use std::fs;
-use std::path::Path;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
 use super::{Realiser, Report};
+use crate::compare::{self, FileDiff};
 use crate::derivation::{Identity, Produced, StepError};
 use crate::graph::Selection;
 use crate::hash::OutputHash;
 use crate::recipe::Kind;
-use crate::store::hash_tree;
+use crate::variation::Variations;
 
 /// One instance built a second time.
 pub struct Checked {
     pub stored: OutputHash,
     pub rebuilt: OutputHash,
+    /// Both trees, in the store until gc.
+    pub stored_path: PathBuf,
+    pub rebuilt_path: PathBuf,
     /// Paths (relative to the output) whose type or bytes differ, or that only one side has.
-    pub differing: Vec<String>,
+    pub differing: Vec<FileDiff>,
 }
 
 impl Checked {
@@ -27,13 +31,18 @@ impl Checked {
     }
 }
 
+/// What the two sides of a check are called.
+pub const SIDES: compare::Names = ("the build", "the rebuild");
+
 impl Realiser<'_> {
-    /// Rebuilds every wanted build and sysext instance that `built` realised, from
-    /// the same inputs, and compares. Errors are per instance.
+    /// Rebuilds every wanted build and image instance that `built` realised,
+    /// from the same inputs, under `variations`, and compares. Errors are per
+    /// instance.
     pub fn check(
         &self,
         wanted: &Selection,
         built: &Report,
+        variations: &Variations,
     ) -> Vec<(usize, Result<Checked, StepError>)> {
         let candidates: Vec<usize> = wanted
             .iter()
@@ -45,35 +54,48 @@ impl Realiser<'_> {
             .filter(|i| built.realised.get(i).is_some_and(|r| r.output.is_some()))
             .collect();
         let realised = |d: usize| built.realised.get(&d).cloned();
+        let started = AtomicUsize::new(0);
+        let progress = crate::progress::Progress::new(candidates.len());
         let run = |i: usize| -> Result<Checked, StepError> {
+            let id = &self.eval.instance(i).id;
             let first = &built.realised[&i];
             let stored = first.output.ok_or_else(|| StepError::Invalid {
-                message: format!("{} has no stored output", self.eval.instance(i).id),
+                message: format!("{id} has no stored output"),
                 help: "build it first".into(),
             })?;
             let inputs = self.inputs(i, &realised)?;
-            let step = self.step(i, first.key, &inputs);
+            let n = started.fetch_add(1, Ordering::Relaxed);
+            let step = self
+                .step(i, first.key, &inputs)
+                .rebuilding(variations.any().then(|| variations.rebuild(n)));
+            progress.started(id.as_str());
+            let began = std::time::Instant::now();
             if !matches!(self.eval.instance(i).spec.produce(&step)?, Produced::Tree) {
                 return Err(StepError::Invalid {
-                    message: format!("{} produced no tree", self.eval.instance(i).id),
+                    message: format!("{id} produced no tree"),
                     help: "only builds and images can be checked".into(),
                 });
             }
-            let out = step.out()?;
-            let rebuilt =
-                hash_tree(&out).map_err(|e| StepError::io("cannot hash the rebuild", e))?;
-            let mut differing = Vec::new();
-            if rebuilt != stored {
-                diff(
-                    &self.store.object_path(&stored),
-                    &out,
-                    Path::new(""),
-                    &mut differing,
-                );
-            }
+            let rebuilt = self
+                .store
+                .keep(&step.out()?)
+                .map_err(|e| StepError::io("cannot keep the rebuild", e))?;
+            let (stored_path, rebuilt_path) = (
+                self.store.object_path(&stored),
+                self.store.object_path(&rebuilt),
+            );
+            let differing = if rebuilt == stored {
+                Vec::new()
+            } else {
+                compare::trees(&stored_path, &rebuilt_path, SIDES)
+            };
+            let what = if rebuilt == stored { "same" } else { "differs" };
+            progress.finished(id.as_str(), what, began.elapsed());
             Ok(Checked {
                 stored,
                 rebuilt,
+                stored_path,
+                rebuilt_path,
                 differing,
             })
         };
@@ -84,38 +106,7 @@ impl Realiser<'_> {
             Ok(pool) => pool.install(|| candidates.par_iter().map(|&i| run(i)).collect()),
             Err(_) => candidates.iter().map(|&i| run(i)).collect(),
         };
+        progress.finish();
         candidates.into_iter().zip(results).collect()
-    }
-}
-
-/// Collects the paths under `rel` where trees `a` and `b` differ.
-fn diff(a: &Path, b: &Path, rel: &Path, out: &mut Vec<String>) {
-    let names = |p: &Path| -> BTreeSet<std::ffi::OsString> {
-        fs::read_dir(p)
-            .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default()
-    };
-    let all: BTreeSet<_> = names(&a.join(rel))
-        .union(&names(&b.join(rel)))
-        .cloned()
-        .collect();
-    for name in all {
-        let r = rel.join(&name);
-        let (pa, pb) = (a.join(&r), b.join(&r));
-        let (ma, mb) = (fs::symlink_metadata(&pa), fs::symlink_metadata(&pb));
-        match (ma, mb) {
-            (Ok(ma), Ok(mb)) if ma.is_dir() && mb.is_dir() => diff(a, b, &r, out),
-            (Ok(ma), Ok(mb)) if ma.file_type() == mb.file_type() => {
-                let same = if ma.file_type().is_symlink() {
-                    fs::read_link(&pa).ok() == fs::read_link(&pb).ok()
-                } else {
-                    fs::read(&pa).ok() == fs::read(&pb).ok()
-                };
-                if !same {
-                    out.push(r.display().to_string());
-                }
-            }
-            _ => out.push(r.display().to_string()),
-        }
     }
 }

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use std::time::Instant;
 
+pub use check::Checked;
 pub use settle::{build_key, dep_keys, settle, State};
 
 use crate::derivation::{snapshot, Identity, Input, Lookup, Produced, Realised, Step, StepError};

@@ -118,6 +118,16 @@ impl Store {
                 }
             }
         }
+        // `bake check`'s reports, on trees this gc removes.
+        if let Ok(reports) = fs::read_dir(self.root.join("checks")) {
+            for e in reports.flatten() {
+                report.logs += 1;
+                report.bytes += tree_size(&e.path());
+                if !dry_run {
+                    remove_tree(&e.path())?;
+                }
+            }
+        }
         for e in fs::read_dir(self.root.join("sources"))? {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();

@@ -6,6 +6,7 @@
 //! sources/                  fetched sources, by hash
 //! instances/<id>.json       the last build of each instance id, for `bake why`
 //! logs/<build key>.log      step logs
+//! checks/<id>.html          `bake check`'s diffoscope reports, until gc
 //! locks/<build key>.lock    held while a key is built, so two processes never build it twice
 //! toolchains/<name>/        persistent caches of toolchains (zig's)
 //! tmp/<token>.lock, tmp/<token>.N/   per-process scratch; debris of dead processes is removed
@@ -29,7 +30,7 @@ use crate::fetch::SourceStore;
 use crate::hash::{BuildKey, OutputHash};
 use crate::names::{InstanceId, NodeName};
 
-pub use tree::{hash_tree, remove_tree, set_writable, tree_size};
+pub use tree::{chown_tree, hash_tree, remove_tree, set_writable, tree_size};
 
 /// What the store knows about one build key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -247,6 +248,11 @@ impl Store {
         self.root.join("logs").join(format!("{key}.log"))
     }
 
+    /// The log of `bake check`'s rebuild of `key`, beside the build's; gc removes it.
+    pub fn rebuild_log_path(&self, key: &BuildKey) -> PathBuf {
+        self.root.join("logs").join(format!("{key}.rebuild.log"))
+    }
+
     /// A persistent, writable directory for a toolchain's own cache.
     pub fn toolchain_cache(&self, name: &NodeName) -> PathBuf {
         self.root.join("toolchains").join(name.as_str())
@@ -304,6 +310,23 @@ impl Store {
     /// Moves the tree at `out` (inside `work`) into the store as the output of `key`.
     /// The object lands first, the key record last.
     pub fn commit(&self, key: &BuildKey, work: TmpDir, out: &Path) -> io::Result<OutputHash> {
+        let output = self.keep(out)?;
+        let record = KeyRecord {
+            output,
+            finished: now(),
+            duration_ms: work
+                .started
+                .elapsed()
+                .map_or(0, |d: Duration| d.as_millis() as u64),
+        };
+        write_atomic(&self.key_path(key), &serde_json::to_vec_pretty(&record)?)?;
+        drop(work);
+        Ok(output)
+    }
+
+    /// Moves the tree at `out` into the store as an object no key names yet
+    /// (the next gc removes it unless one does), and returns its hash.
+    pub fn keep(&self, out: &Path) -> io::Result<OutputHash> {
         let output = hash_tree(out)?;
         let object = self.object_path(&output);
         if !object.is_dir() {
@@ -316,17 +339,14 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
-        let record = KeyRecord {
-            output,
-            finished: now(),
-            duration_ms: work
-                .started
-                .elapsed()
-                .map_or(0, |d: Duration| d.as_millis() as u64),
-        };
-        write_atomic(&self.key_path(key), &serde_json::to_vec_pretty(&record)?)?;
-        drop(work);
         Ok(output)
+    }
+
+    /// Where `bake check` writes its diffoscope report on `id`; gc removes it.
+    pub fn check_report_path(&self, id: &InstanceId) -> io::Result<PathBuf> {
+        let dir = self.root.join("checks");
+        fs::create_dir_all(&dir)?;
+        Ok(dir.join(format!("{}.html", id.file_name())))
     }
 
     pub fn save_instance<S: Serialize>(

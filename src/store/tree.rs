@@ -105,6 +105,24 @@ pub fn set_writable(root: &Path, writable: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Gives a tree to `uid` (and the group of that number), links included.
+pub fn chown_tree(path: &Path, uid: u32) -> io::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if meta.uid() != uid || meta.gid() != uid {
+        std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
+    }
+    if meta.is_dir() {
+        for e in fs::read_dir(path)? {
+            chown_tree(&e?.path(), uid)?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes a tree that may be read-only.
 pub fn remove_tree(root: &Path) -> io::Result<()> {
     match fs::symlink_metadata(root) {

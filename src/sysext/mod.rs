@@ -12,6 +12,8 @@ pub use check::{check_tree, normalise_modes};
 pub use pack::pack;
 
 use crate::recipe::ImageFormat;
+use crate::store::chown_tree;
+use crate::variation::Variation;
 
 /// Architecture names systemd knows (`ARCHITECTURE=`, `%a` in sysupdate patterns).
 pub const ARCHITECTURES: &[&str] = &[
@@ -100,7 +102,8 @@ pub fn extension_release(spec: &Metadata) -> String {
 
 /// Builds the image of sysext `name` into `out/NAME-vVERSION-ARCH.raw`: the trees
 /// in `sources` (build outputs, repository files) merged under `work/tree`, the
-/// extension-release file written, the tree checked, modes normalised, packed.
+/// extension-release file written, the tree checked, modes normalised, packed
+/// (under `variation`, for a `bake check` rebuild).
 pub fn make_image(
     name: &str,
     spec: &Metadata,
@@ -108,6 +111,7 @@ pub fn make_image(
     work: &Path,
     out: &Path,
     epoch: i64,
+    variation: Option<&Variation>,
 ) -> Result<PathBuf, SysextError> {
     let tree = work.join("tree");
     fs::create_dir_all(&tree)?;
@@ -124,7 +128,17 @@ pub fn make_image(
     normalise_modes(&tree)?;
     fs::create_dir_all(out)?;
     let image = out.join(image_name(name, &spec.version, &spec.arch));
-    pack(&tree, &image, spec.format, epoch)?;
+    let _reordered = match variation {
+        Some(v) => {
+            if let Some(uid) = v.uid() {
+                chown_tree(&tree, uid)?;
+                chown_tree(out, uid)?;
+            }
+            v.reorder(&tree, &work.join("tree.lower"))?
+        }
+        None => None,
+    };
+    pack(&tree, &image, spec.format, epoch, variation)?;
     Ok(image)
 }
 

@@ -5,11 +5,18 @@ use std::process::Command;
 
 use super::SysextError;
 use crate::recipe::ImageFormat;
+use crate::variation::Variation;
 
 /// Packs `tree` into `image`. squashfs: `mksquashfs -all-root -noappend
 /// -no-xattrs` with SOURCE_DATE_EPOCH; erofs: `mkfs.erofs --all-root -T EPOCH`
 /// with a fixed UUID. Both give the same bytes for the same tree and epoch.
-pub fn pack(tree: &Path, image: &Path, format: ImageFormat, epoch: i64) -> Result<(), SysextError> {
+pub fn pack(
+    tree: &Path,
+    image: &Path,
+    format: ImageFormat,
+    epoch: i64,
+    variation: Option<&Variation>,
+) -> Result<(), SysextError> {
     let (program, package) = match format {
         ImageFormat::Squashfs => ("mksquashfs", "squashfs-tools"),
         ImageFormat::Erofs => ("mkfs.erofs", "erofs-utils"),
@@ -39,6 +46,9 @@ pub fn pack(tree: &Path, image: &Path, format: ImageFormat, epoch: i64) -> Resul
                 .arg(tree)
                 .env("SOURCE_DATE_EPOCH", epoch.to_string());
         }
+    }
+    if let Some(v) = variation {
+        v.apply(&mut cmd);
     }
     let out = cmd.output().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {

@@ -31,6 +31,32 @@ impl Project {
         p
     }
 
+    /// `NAME.tar` holding the directory `pkg/` with `files` (name, text), and
+    /// its sha256 in hex.
+    pub fn tarball(&self, name: &str, files: &[(&str, &str)]) -> (PathBuf, String) {
+        use sha2::Digest as _;
+        let staged = self.path(&format!("{name}.staged"));
+        std::fs::create_dir_all(staged.join("pkg")).unwrap();
+        for (file, text) in files {
+            std::fs::write(staged.join("pkg").join(file), text).unwrap();
+        }
+        let tarball = self.path(&format!("{name}.tar"));
+        let tar = Command::new("tar")
+            .arg("-C")
+            .arg(&staged)
+            .arg("-cf")
+            .arg(&tarball)
+            .arg("pkg")
+            .status()
+            .unwrap();
+        assert!(tar.success());
+        let sha = format!(
+            "{:x}",
+            sha2::Sha256::digest(std::fs::read(&tarball).unwrap())
+        );
+        (tarball, sha)
+    }
+
     /// Runs bake with `--cache` pointing at this project's store.
     pub fn bake(&self, args: &[&str]) -> Output {
         self.bake_cmd(args).output().unwrap()
@@ -81,6 +107,21 @@ pub fn ids(v: &serde_json::Value) -> Vec<String> {
 }
 
 /// Polls `cond` every 20 ms for at most `secs` seconds.
+/// The ids `bake check --json` found the same, sorted.
+pub fn same_ids(check: &serde_json::Value) -> Vec<String> {
+    let mut same: Vec<String> = check["instances"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|i| i["result"] == "same")
+                .filter_map(|i| i["id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    same.sort();
+    same
+}
+
 pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     while std::time::Instant::now() < end {
