@@ -33,6 +33,7 @@ macro_rules! errln {
 mod check;
 mod docs;
 mod inspect;
+mod rebuild;
 mod run;
 mod sources;
 mod test;
@@ -41,6 +42,7 @@ mod upkeep;
 use check::*;
 use docs::*;
 use inspect::*;
+use rebuild::*;
 use run::*;
 use sources::*;
 use test::*;
@@ -180,6 +182,26 @@ enum Command {
         base_url: Option<String>,
         #[command(flatten)]
         run: RunArgs,
+    },
+    /// Rebuild a published release from its recipe and compare each image with
+    /// the published bytes, naming the first instance that differs
+    RebuildCheck {
+        /// The release: a directory, or the http(s) URL it is served from
+        #[arg(value_name = "DIR|URL")]
+        release: String,
+        /// The recipe [default: the one the manifest names, from the root of
+        /// the repository around the current directory]
+        #[arg(long, value_name = "FILE")]
+        recipe: Option<PathBuf>,
+        /// The store directory [default: cache/ at the recipe's repository root]
+        #[arg(long = "cache", env = "BAKE_CACHE", value_name = "DIR")]
+        cache: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
+        /// Print {"release","identical","different","tampered","failed","total",
+        /// "images":[{"file","id","result","sha256"}]}
+        #[arg(long)]
+        json: bool,
     },
     /// Fetch every source the recipe needs into the store
     Fetch {
@@ -391,24 +413,25 @@ fn select(eval: &Evaluation, targets: &[String]) -> Result<(Vec<usize>, Selectio
     Ok((selected, wanted))
 }
 
-/// `cache/` at the root of the repository holding the recipe: the nearest ancestor
-/// with a `cache` directory or a `.git`; else `./cache`.
+/// `cache/` at the root of the repository holding the recipe; else `./cache`.
 fn default_store(recipe: &Path) -> PathBuf {
-    let start = recipe.canonicalize().ok().and_then(|p| {
+    repository_root(recipe).map_or_else(|| PathBuf::from("cache"), |r| r.join("cache"))
+}
+
+/// The root of the repository holding `path`: the nearest ancestor with a
+/// `cache` directory or a `.git`.
+fn repository_root(path: &Path) -> Option<PathBuf> {
+    let start = path.canonicalize().ok().and_then(|p| {
         if p.is_dir() {
             Some(p)
         } else {
             p.parent().map(Path::to_path_buf)
         }
-    });
-    let mut dir = start.as_deref();
-    while let Some(d) = dir {
-        if d.join("cache").is_dir() || d.join(".git").exists() {
-            return d.join("cache");
-        }
-        dir = d.parent();
-    }
-    PathBuf::from("cache")
+    })?;
+    start
+        .ancestors()
+        .find(|d| d.join("cache").is_dir() || d.join(".git").exists())
+        .map(Path::to_path_buf)
 }
 
 /// Runs bake with the process arguments and returns the exit status.
@@ -474,6 +497,19 @@ pub fn main() -> i32 {
             base_url,
             run,
         } => cmd_release(&recipe, &targets, &out, base_url.as_deref(), &run),
+        Command::RebuildCheck {
+            release,
+            recipe,
+            cache,
+            run,
+            json,
+        } => cmd_rebuild_check(RebuildArgs {
+            release: &release,
+            recipe: recipe.as_deref(),
+            cache: cache.as_deref(),
+            run: &run,
+            json,
+        }),
         Command::Import {
             paths,
             recipes,

@@ -209,6 +209,16 @@ pub(super) fn cmd_release(
             .collect();
         let written = crate::release::write(inst.name.as_str(), &paths, &url, out)
             .map_err(|e| Failure::usage(format!("cannot write {}: {e}", out.display())))?;
+        manifest_entries(&eval, &report, r, &written)
+            .and_then(|e| {
+                crate::release::write_manifest(
+                    out,
+                    &inst.id,
+                    &recipe_in_repository(&recipe.file),
+                    e,
+                )
+            })
+            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", out.display())))?;
         for image in &written {
             outln!("{}  {}", image.sha256, out.join(&image.file).display());
         }

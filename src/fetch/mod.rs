@@ -335,3 +335,15 @@ pub fn import_file(
     }
     Ok(actual)
 }
+
+/// Downloads `url` into `to` (not into the store: `bake rebuild-check` fetches
+/// a publisher's files to compare them), with the options' timeouts.
+pub fn download(
+    url: &str,
+    to: &mut dyn io::Write,
+    options: &FetchOptions,
+) -> Result<u64, AttemptFailure> {
+    let http = Http::new(options.connect_timeout, options.read_timeout);
+    let mut download = http.open(url)?;
+    io::copy(&mut download.body, to).map_err(failure_of_io)
+}

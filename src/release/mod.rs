@@ -4,6 +4,7 @@
 //! new version into an existing directory keeps and lists the old ones.
 
 mod ignition;
+mod manifest;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -18,6 +19,7 @@ use crate::store::write_atomic;
 use crate::sysext::ARCHITECTURES;
 
 pub use ignition::{butane, ignition};
+pub use manifest::{write as write_manifest, Built, ImageEntry, Manifest, MANIFEST};
 
 /// One published image, as found in the directory.
 #[derive(Clone, Debug, Serialize)]
