@@ -272,4 +272,16 @@ fn without_a_manifest_or_recipe_it_says_what_is_missing() {
     assert!(err.contains("pass --recipe FILE"), "{err}");
     let out = p.bake(&["rebuild-check", "nowhere"]);
     assert_eq!(out.status.code(), Some(2));
+    // A manifest naming a path outside the release is refused before anything is read.
+    fs::rename(p.path("moved.kdl"), p.path("r.kdl")).unwrap();
+    let manifest = fs::read_to_string(p.path("pub/manifest.json")).unwrap();
+    fs::write(
+        p.path("pub/manifest.json"),
+        manifest.replace("\"app-v1.0-arm64.raw\"", "\"../../etc/passwd\""),
+    )
+    .unwrap();
+    let out = p.bake(&["rebuild-check", "pub"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not the file name of an image"), "{err}");
 }

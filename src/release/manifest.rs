@@ -73,6 +73,15 @@ impl Manifest {
                 m.format
             ));
         }
+        // File names come from whoever published: a path would read or write
+        // outside the release.
+        if let Some(bad) = m
+            .images
+            .iter()
+            .find(|i| i.file.is_empty() || i.file.contains('/') || i.file.starts_with('.'))
+        {
+            return Err(format!("`{}` is not the file name of an image", bad.file));
+        }
         Ok(m)
     }
 }
