@@ -13,6 +13,11 @@ pub fn pack(tree: &Path, image: &Path, format: ImageFormat, epoch: i64) -> Resul
     let (program, package) = match format {
         ImageFormat::Squashfs => ("mksquashfs", "squashfs-tools"),
         ImageFormat::Erofs => ("mkfs.erofs", "erofs-utils"),
+        ImageFormat::Ddi => {
+            return Err(SysextError::Tool(
+                "a DDI is a disk image, not a file system: make it with make_ddi".into(),
+            ))
+        }
     };
     let mut cmd = Command::new(program);
     match format {
@@ -29,7 +34,7 @@ pub fn pack(tree: &Path, image: &Path, format: ImageFormat, epoch: i64) -> Resul
                 .args(["-comp", "gzip", "-b", "131072"])
                 .env("SOURCE_DATE_EPOCH", epoch.to_string());
         }
-        ImageFormat::Erofs => {
+        ImageFormat::Erofs | ImageFormat::Ddi => {
             cmd.arg("--all-root")
                 .arg(format!("-T{epoch}"))
                 .arg("-U00000000-0000-0000-0000-000000000000")
