@@ -5,7 +5,7 @@
 //! holding the root hash and a PKCS#7 signature of it.
 //!
 //! systemd-repart 252 (Debian 12) cannot make verity partitions (`Verity=` came
-//! in 253, `--make-ddi` in 255), so the pieces are made with `mkfs.erofs`,
+//! in 253, `--make-ddi` in 255), so the pieces are made with `mkfs.erofs` (lz4hc),
 //! `veritysetup format` and `sfdisk`. Every id is derived from the contents (the
 //! partition UUIDs from the root hash, as the specification says, the salt from
 //! the file system's sha256), so the same tree gives the same bytes.
@@ -234,7 +234,7 @@ pub fn make_ddi(
     })?;
     let data = work.join("root.erofs");
     let hash = work.join("root.verity");
-    super::pack(tree, &data, crate::recipe::ImageFormat::Erofs, epoch)?;
+    super::pack(tree, &data, crate::recipe::ImageFormat::Ddi, epoch)?;
     let digest = sha2::Sha256::digest(fs::read(&data)?);
     let out = run(
         Command::new("veritysetup")

@@ -8,16 +8,12 @@ use crate::recipe::ImageFormat;
 
 /// Packs `tree` into `image`. squashfs: `mksquashfs -all-root -noappend
 /// -no-xattrs` with SOURCE_DATE_EPOCH; erofs: `mkfs.erofs --all-root -T EPOCH`
-/// with a fixed UUID. Both give the same bytes for the same tree and epoch.
+/// with a fixed UUID; for a DDI, the file system of its root partition (erofs,
+/// lz4hc). Each gives the same bytes for the same tree and epoch.
 pub fn pack(tree: &Path, image: &Path, format: ImageFormat, epoch: i64) -> Result<(), SysextError> {
     let (program, package) = match format {
         ImageFormat::Squashfs => ("mksquashfs", "squashfs-tools"),
-        ImageFormat::Erofs => ("mkfs.erofs", "erofs-utils"),
-        ImageFormat::Ddi => {
-            return Err(SysextError::Tool(
-                "a DDI is a disk image, not a file system: make it with make_ddi".into(),
-            ))
-        }
+        ImageFormat::Erofs | ImageFormat::Ddi => ("mkfs.erofs", "erofs-utils"),
     };
     let mut cmd = Command::new(program);
     match format {
@@ -39,8 +35,13 @@ pub fn pack(tree: &Path, image: &Path, format: ImageFormat, epoch: i64) -> Resul
                 .arg(format!("-T{epoch}"))
                 .arg("-U00000000-0000-0000-0000-000000000000")
                 .arg("-x-1")
-                .arg("--quiet")
-                .arg(image)
+                .arg("--quiet");
+            if format == ImageFormat::Ddi {
+                // The DDI's root partition: compressed (lz4hc halves a tree of
+                // text and binaries; the kernel's erofs reads it).
+                cmd.arg("-zlz4hc");
+            }
+            cmd.arg(image)
                 .arg(tree)
                 .env("SOURCE_DATE_EPOCH", epoch.to_string());
         }
