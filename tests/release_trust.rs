@@ -466,6 +466,34 @@ fn sbom_is_valid_spdx_and_lists_what_the_graph_says() {
     ] {
         assert!(rel.contains(&expected), "{expected:?} not in {rel:?}");
     }
+    // Published at an address (a test server, a LAN mirror), the image's URL is
+    // no SPDX download location: the document still validates and names it.
+    let out = p.bake(&[
+        "release",
+        "r.kdl",
+        "--out",
+        "lan",
+        "--base-url",
+        "http://127.0.0.1:8000/app/",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lan = p.path("lan/app-v1.0-x86-64.spdx.json");
+    let (ok, text) = outcome(
+        Command::new(common::venv_bin("pyspdxtools"))
+            .arg("-i")
+            .arg(&lan),
+    );
+    assert!(ok, "pyspdxtools: {text}");
+    let lan: serde_json::Value = serde_json::from_str(&fs::read_to_string(&lan).unwrap()).unwrap();
+    assert_eq!(lan["packages"][0]["downloadLocation"], "NOASSERTION");
+    assert!(lan["packages"][0]["comment"]
+        .as_str()
+        .unwrap()
+        .contains("http://127.0.0.1:8000/app/app-v1.0-x86-64.raw"));
     // The validator can fail: a document without its required creation info.
     let mut broken = doc.clone();
     broken.as_object_mut().unwrap().remove("creationInfo");

@@ -35,6 +35,29 @@ fn spdx_algorithm(algo: HashAlgo) -> &'static str {
     }
 }
 
+/// `url` when it has the form SPDX requires of a download location: an http(s) or
+/// ftp URL naming a host by its DNS name (SPDX's validator wants a name ending in
+/// an alphabetic top-level label). An address (`http://127.0.0.1:8000/`), a
+/// single-label host or a `file://` path is not one; the caller then writes
+/// NOASSERTION and names the URL in a comment.
+fn download_location(url: &str) -> Option<&str> {
+    let rest = ["https://", "http://", "ftp://"]
+        .iter()
+        .find_map(|s| url.strip_prefix(s))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    let host = host.split(':').next().unwrap_or("");
+    let labels: Vec<&str> = host.split('.').collect();
+    let named = labels.len() >= 2
+        && labels
+            .iter()
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        && labels
+            .last()
+            .is_some_and(|t| t.len() >= 2 && t.bytes().all(|b| b.is_ascii_alphabetic()));
+    named.then_some(url)
+}
+
 /// The package verification code (SPDX 2.3, 7.9): SHA-1 over the sorted SHA-1s
 /// of the package's files.
 fn verification_code(bill: &Bill) -> String {
@@ -65,7 +88,7 @@ pub fn spdx(bill: &Bill, sha256: &str, url: &str, created: &str) -> Value {
         "name": bill.name,
         "versionInfo": bill.version,
         "packageFileName": bill.image,
-        "downloadLocation": url,
+        "downloadLocation": download_location(url).unwrap_or(NOASSERTION),
         "primaryPackagePurpose": "INSTALL",
         "filesAnalyzed": true,
         "packageVerificationCode": { "packageVerificationCodeValue": verification_code(bill) },
@@ -74,20 +97,16 @@ pub fn spdx(bill: &Bill, sha256: &str, url: &str, created: &str) -> Value {
         "licenseDeclared": NOASSERTION,
         "copyrightText": NOASSERTION,
         "comment": format!(
-            "systemd-sysext image {} for {}, built by bake as {} (build key {})",
+            "systemd-sysext image {} for {}, built by bake as {} (build key {}), published at {url}",
             bill.image, bill.arch, bill.instance, bill.build_key
         ),
     })];
     for (c, id) in bill.components.iter().zip(&ids) {
-        // SPDX download locations are network URLs; a local file is named in the comment.
-        let network = c
-            .url
-            .as_deref()
-            .filter(|u| u.starts_with("https://") || u.starts_with("http://"));
+        // A URL SPDX does not take as a download location is named in the comment.
         let mut p = json!({
             "SPDXID": id,
             "name": c.name,
-            "downloadLocation": network.unwrap_or(NOASSERTION),
+            "downloadLocation": c.url.as_deref().and_then(download_location).unwrap_or(NOASSERTION),
             "filesAnalyzed": false,
             "licenseConcluded": NOASSERTION,
             "licenseDeclared": c.license.as_deref().unwrap_or(NOASSERTION),
@@ -185,4 +204,30 @@ pub fn spdx(bill: &Bill, sha256: &str, url: &str, created: &str) -> Value {
         "files": files,
         "relationships": relationships,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::download_location;
+
+    #[test]
+    fn download_locations_are_urls_with_a_host_name() {
+        for ok in [
+            "https://updates.example.org/ext/app/app-v1-x86-64.raw",
+            "http://user@mirror.example.com:8080/a.tar.gz",
+            "ftp://ftp.gnu.org/gnu/hello.tar.gz",
+        ] {
+            assert_eq!(download_location(ok), Some(ok));
+        }
+        for no in [
+            "http://127.0.0.1:8000/app.raw",
+            "http://localhost/app.raw",
+            "file:///srv/app.tar.gz",
+            "https://a..b.org/",
+            "https://example.o/",
+            "debian:pool/main/k/keepalived.tar.gz",
+        ] {
+            assert_eq!(download_location(no), None, "{no}");
+        }
+    }
 }
