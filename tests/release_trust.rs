@@ -747,6 +747,26 @@ fn a_verity_key_adds_the_signature_partition() {
         !check(&other).0,
         "a signature of another root hash verified"
     );
+    // The signature has no signing time in it: signing again gives the same image.
+    let again = p.bake(&[
+        "release",
+        "r.kdl",
+        "--out",
+        "again",
+        "--verity-key",
+        key.to_str().unwrap(),
+        "--verity-cert",
+        cert.to_str().unwrap(),
+    ]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(
+        fs::read(&image).unwrap() == fs::read(p.path("again/app-v1.0-x86-64.raw")).unwrap(),
+        "a second signature changed the image"
+    );
     // The SBOM and provenance name the signed image.
     let sha = hex(&sha2::Sha256::digest(fs::read(&image).unwrap()));
     let st: serde_json::Value =
