@@ -165,11 +165,32 @@ fn release_directory_is_complete_and_consistent() {
         conf.contains("Path=http://127.0.0.1:8080/ext/app/\n"),
         "{conf}"
     );
-    assert!(conf.contains("MatchPattern=app-@v-%a.raw\n"));
+    assert!(conf.starts_with("[Transfer]\nVerify=false\n"), "{conf}");
+    // sysupdate.d(5): MatchPattern= is mandatory in [Source] and in [Target].
+    for section in ["[Source]", "[Target]"] {
+        let body = conf
+            .split(section)
+            .nth(1)
+            .unwrap()
+            .split("\n[")
+            .next()
+            .unwrap();
+        assert!(
+            body.contains("\nMatchPattern=app-@v-%a.raw\n"),
+            "{section}: {conf}"
+        );
+    }
     assert!(conf.contains("CurrentSymlink=/etc/extensions/app.raw\n"));
-    assert!(fs::read_to_string(dir.join("noop.conf"))
+    let noop = fs::read_to_string(dir.join("noop.conf")).unwrap();
+    assert_eq!(
+        noop.matches("MatchPattern=invalid@v.raw\n").count(),
+        2,
+        "{noop}"
+    );
+    assert!(fs::read_to_string(dir.join("index.md"))
         .unwrap()
-        .contains("MatchPattern=invalid@v.raw"));
+        .contains("**Unsigned.**"));
+    assert!(!dir.join("SHA256SUMS.gpg").exists());
 
     let sha = sums
         .lines()
@@ -223,7 +244,8 @@ fn release_directory_is_complete_and_consistent() {
     let ign: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(dir.join("app-v1.0-x86-64.ign")).unwrap())
             .unwrap();
-    assert_eq!(ign["ignition"]["version"], "3.4.0");
+    // Butane flatcar 1.0.0 translates to Ignition spec 3.3.0.
+    assert_eq!(ign["ignition"]["version"], "3.3.0");
     assert_eq!(ign["storage"]["files"][0]["mode"], 420);
     assert_eq!(ign["storage"]["files"][0]["contents"]["source"], url);
     assert_eq!(
@@ -247,6 +269,33 @@ fn release_directory_is_complete_and_consistent() {
     assert!(fs::read_to_string(dir.join("index.md"))
         .unwrap()
         .contains("| 1.0 | arm64 |"));
+}
+
+#[test]
+fn snippets_pass_butanes_schema_and_ignitions_validator() {
+    let p = project(&["1.0"], "squashfs");
+    release(&p, "pub");
+    assert_eq!(common::check_snippets(&p.path("pub")), 2);
+    // The checks can fail: an unknown key, and the spec the .ign used to declare.
+    let bu = p.path("pub/app-v1.0-x86-64.bu");
+    let text = fs::read_to_string(&bu).unwrap();
+    fs::write(
+        &bu,
+        text.replace("hard: false", "hard: false\n      hardlink: false"),
+    )
+    .unwrap();
+    let (ok, out) = common::outcome(
+        Command::new(common::venv_bin("check-jsonschema"))
+            .args(["--default-filetype", "yaml", "--schemafile"])
+            .arg(common::root().join("tests/schemas/butane-flatcar-1.0.0.json"))
+            .arg(&bu),
+    );
+    assert!(!ok && out.contains("hardlink"), "{out}");
+    let ign = p.path("pub/app-v1.0-x86-64.ign");
+    let text = fs::read_to_string(&ign).unwrap();
+    fs::write(&ign, text.replace("\"3.3.0\"", "\"3.4.0\"")).unwrap();
+    let (ok, out) = common::outcome(Command::new("ignition-validate").arg(&ign));
+    assert!(!ok, "ignition-validate 2.14 accepted spec 3.4.0: {out}");
 }
 
 #[test]

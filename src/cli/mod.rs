@@ -181,6 +181,8 @@ enum Command {
         #[arg(long, value_name = "URL")]
         base_url: Option<String>,
         #[command(flatten)]
+        signing: SigningArgs,
+        #[command(flatten)]
         run: RunArgs,
     },
     /// Rebuild a published release from its recipe and compare each image with
@@ -278,6 +280,28 @@ impl StoreArgs {
         Store::open(&dir)
             .map_err(|e| Failure::usage(format!("cannot open the store {}: {e}", dir.display())))
     }
+}
+
+/// How `bake release` signs what it publishes.
+#[derive(Args)]
+struct SigningArgs {
+    /// Sign SHA256SUMS, the SBOMs and the provenance with this GnuPG key: a key
+    /// id or fingerprint in your keyring, or a file holding an exported secret
+    /// key. The transfer files then set Verify=true and the snippets install the
+    /// public key as /etc/systemd/import-pubring.gpg
+    #[arg(long, value_name = "KEYID|FILE")]
+    sign_key: Option<String>,
+    /// A file holding the signing key's passphrase (never give it as an argument);
+    /// without it gpg-agent asks
+    #[arg(long, value_name = "FILE", requires = "sign_key")]
+    passphrase_file: Option<PathBuf>,
+    /// Sign the dm-verity root hash of each DDI image (format "ddi") with this
+    /// PEM private key, adding the root-verity-sig partition
+    #[arg(long, value_name = "FILE", requires = "verity_cert")]
+    verity_key: Option<PathBuf>,
+    /// The PEM X.509 certificate of --verity-key
+    #[arg(long, value_name = "FILE", requires = "verity_key")]
+    verity_cert: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -495,8 +519,9 @@ pub fn main() -> i32 {
             targets,
             out,
             base_url,
+            signing,
             run,
-        } => cmd_release(&recipe, &targets, &out, base_url.as_deref(), &run),
+        } => cmd_release(&recipe, &targets, &out, base_url.as_deref(), &signing, &run),
         Command::RebuildCheck {
             release,
             recipe,

@@ -54,6 +54,27 @@ pub(super) fn manifest_entries(
     Ok(entries)
 }
 
+/// Signs `manifest.json` beside SHA256SUMS, with the release's key; an unsigned
+/// release leaves no stale signature.
+pub(super) fn sign_manifest(
+    out: &Path,
+    name: &str,
+    signer: Option<&release::Signer>,
+) -> Result<(), release::ReleaseError> {
+    let manifest = out.join(MANIFEST);
+    let signature = out.join(format!("{MANIFEST}.sig"));
+    match signer {
+        Some(s) => {
+            s.sign(&manifest, &signature)?;
+            release::verify(&out.join(format!("{name}.gpg")), &signature, &manifest)
+        }
+        None => match fs::remove_file(&signature) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        },
+    }
+}
+
 /// The recipe's path from the root of its repository, as the manifest records it.
 pub(super) fn recipe_in_repository(recipe: &Path) -> String {
     let full = recipe

@@ -1,7 +1,11 @@
 //! Commands that build: build, release.
 
+use std::collections::BTreeMap;
+
 use super::*;
 use crate::derivation::Spec;
+use crate::recipe::Role;
+use crate::release;
 
 /// From here on, SIGINT and SIGTERM stop the running steps (and a second one
 /// stops bake at once); the command then ends as [`interrupted`] says.
@@ -151,6 +155,7 @@ pub(super) fn cmd_release(
     targets: &[String],
     out: &Path,
     base_url: Option<&str>,
+    signing: &SigningArgs,
     run: &RunArgs,
 ) -> Result<(), Failure> {
     let eval = recipe.evaluate()?;
@@ -167,6 +172,28 @@ pub(super) fn cmd_release(
             recipe.file.display()
         )));
     }
+    // The key is found before anything builds: a wrong key id fails at once.
+    let signer = signing
+        .sign_key
+        .as_deref()
+        .map(|k| {
+            release::Signer::new(
+                &release::SignKey::parse(k),
+                signing.passphrase_file.as_deref(),
+            )
+        })
+        .transpose()
+        .map_err(|e| {
+            print_diagnostic(&e);
+            Failure::usage("no release written: the signing key is not usable".into())
+        })?;
+    let verity = match (&signing.verity_key, &signing.verity_cert) {
+        (Some(key), Some(cert)) => Some(release::VerityKey {
+            key: key.clone(),
+            cert: cert.clone(),
+        }),
+        _ => None,
+    };
     // The images, built as usual; the directory itself is written here, not in the store.
     let images: Vec<usize> = releases
         .iter()
@@ -192,6 +219,7 @@ pub(super) fn cmd_release(
                 Failure::failed()
             })?;
     }
+    let versions = toolchain_versions(&eval, &report);
     for r in releases {
         let inst = eval.instance(r);
         let url = match (base_url, &inst.spec) {
@@ -201,14 +229,27 @@ pub(super) fn cmd_release(
             })?,
             (None, _) => continue,
         };
-        let paths: Vec<PathBuf> = eval
-            .graph
-            .deps(r)
+        let deps: Vec<usize> = eval.graph.deps(r).iter().map(|(d, _)| *d).collect();
+        let paths: Vec<PathBuf> = deps
             .iter()
-            .filter_map(|(d, _)| report.realised.get(d)?.path.clone())
+            .filter_map(|d| report.realised.get(d)?.path.clone())
             .collect();
-        let written = crate::release::write(inst.name.as_str(), &paths, &url, out)
-            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", out.display())))?;
+        let bills = deps
+            .iter()
+            .map(|&d| bill(&eval, &report, &versions, &recipe.file, d))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Failure::usage(format!("cannot read an image's file list: {e}")))?;
+        let publish = release::Publish {
+            name: inst.name.as_str(),
+            base_url: &url,
+            signer: signer.as_ref(),
+            verity: verity.as_ref(),
+            bills: &bills.into_iter().flatten().collect::<Vec<_>>(),
+        };
+        let written = release::write(&publish, &paths, out).map_err(|e| {
+            print_diagnostic(&e);
+            Failure::failed()
+        })?;
         manifest_entries(&eval, &report, r, &written)
             .and_then(|e| {
                 crate::release::write_manifest(
@@ -219,10 +260,149 @@ pub(super) fn cmd_release(
                 )
             })
             .map_err(|e| Failure::usage(format!("cannot write {}: {e}", out.display())))?;
+        sign_manifest(out, inst.name.as_str(), signer.as_ref()).map_err(|e| {
+            print_diagnostic(&e);
+            Failure::failed()
+        })?;
         for image in &written {
             outln!("{}  {}", image.sha256, out.join(&image.file).display());
         }
-        errln!("{}: {} images in {}", inst.id, written.len(), out.display());
+        let signed = match &signer {
+            Some(s) => format!("signed by {}", s.fingerprint()),
+            None => "unsigned (Verify=false)".to_string(),
+        };
+        errln!(
+            "{}: {} images in {}, {signed}",
+            inst.id,
+            written.len(),
+            out.display()
+        );
     }
     Ok(())
+}
+
+/// What each toolchain in the build says its version is, by instance.
+fn toolchain_versions(eval: &Evaluation, report: &realise::Report) -> BTreeMap<usize, String> {
+    let used: Vec<usize> = report.realised.keys().copied().collect();
+    let statuses = crate::derivation::check_toolchains(
+        used.iter()
+            .map(|&i| (&eval.instance(i).id, &eval.instance(i).spec)),
+    );
+    statuses
+        .into_iter()
+        .filter_map(|s| {
+            let i = eval.find(s.id.as_str())?;
+            Some((i, s.version?.ok()?))
+        })
+        .collect()
+}
+
+/// What the image of sysext instance `sysext` was made from, from the graph:
+/// every source, toolchain and build in its closure and how each used the others.
+fn bill(
+    eval: &Evaluation,
+    report: &realise::Report,
+    versions: &BTreeMap<usize, String>,
+    recipe: &Path,
+    sysext: usize,
+) -> std::io::Result<Option<release::Bill>> {
+    let inst = eval.instance(sysext);
+    let (Spec::Sysext(spec), Some(realised)) = (&inst.spec, report.realised.get(&sysext)) else {
+        return Ok(None);
+    };
+    let image = crate::sysext::image_name(inst.name.as_str(), &spec.meta.version, &spec.meta.arch);
+    let files = match &realised.path {
+        Some(p) => crate::sysext::read_files_list(&p.join(crate::sysext::files_list_name(&image)))?,
+        None => Vec::new(),
+    };
+    let closure: Vec<usize> = eval
+        .graph
+        .closure(&[sysext])
+        .iter()
+        .filter(|&i| i != sysext)
+        .collect();
+    let index: BTreeMap<usize, usize> = closure.iter().enumerate().map(|(n, &i)| (i, n)).collect();
+    let components = closure
+        .iter()
+        .map(|&i| {
+            let of = eval.instance(i);
+            let mut c = release::Component {
+                id: of.id.to_string(),
+                kind: release::ComponentKind::Build,
+                name: of.name.to_string(),
+                version: None,
+                url: None,
+                file_name: None,
+                hash: None,
+                license: None,
+                digest: None,
+                target: None,
+                uses: Vec::new(),
+            };
+            match &of.spec {
+                Spec::Source(s) => {
+                    c.kind = release::ComponentKind::Source;
+                    c.version = s.version.clone();
+                    c.license = s.license.clone();
+                    c.hash = Some(s.hash.clone());
+                    let url = s
+                        .urls
+                        .iter()
+                        .find(|u| !matches!(u, crate::fetch::SourceUrl::Debian(_)));
+                    c.url = url.map(ToString::to_string);
+                    c.file_name = s
+                        .urls
+                        .iter()
+                        .find_map(|u| u.file_name())
+                        .map(str::to_string);
+                }
+                Spec::Toolchain(t) => {
+                    c.kind = release::ComponentKind::Toolchain;
+                    c.version = versions.get(&i).cloned();
+                    c.digest = Some(t.identity);
+                    c.target = Some(t.target.clone());
+                }
+                _ => {
+                    c.digest = report
+                        .realised
+                        .get(&i)
+                        .and_then(|r| r.output)
+                        .map(|o| o.digest());
+                }
+            }
+            c.uses = eval
+                .graph
+                .deps(i)
+                .iter()
+                .filter_map(|(d, dep)| {
+                    Some(release::Use {
+                        component: *index.get(d)?,
+                        how: match dep.role {
+                            Role::Source => release::UseKind::Source,
+                            Role::Toolchain => release::UseKind::Toolchain,
+                            Role::Input | Role::Gather => release::UseKind::Input,
+                        },
+                    })
+                })
+                .collect();
+            c
+        })
+        .collect();
+    Ok(Some(release::Bill {
+        image,
+        name: inst.name.to_string(),
+        version: spec.meta.version.clone(),
+        arch: spec.meta.arch.clone(),
+        instance: inst.id.to_string(),
+        build_key: realised.key.to_string(),
+        recipe: recipe.display().to_string(),
+        components,
+        inputs: eval
+            .graph
+            .deps(sysext)
+            .iter()
+            .filter_map(|(d, _)| index.get(d).copied())
+            .collect(),
+        files,
+    }))
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::recipe::Release;
+use crate::release::ReleaseError;
 
 #[derive(Clone, Debug)]
 pub struct ReleaseSpec {
@@ -47,8 +48,20 @@ impl Derivation for ReleaseSpec {
             .inputs(Role::Gather)
             .filter_map(|i| i.realised.path.clone())
             .collect();
-        crate::release::write(cx.name.as_str(), &images, base_url, &cx.out()?)
-            .map_err(|e| StepError::io("cannot write the release", e))?;
+        let publish = crate::release::Publish {
+            name: cx.name.as_str(),
+            base_url,
+            signer: None,
+            verity: None,
+            bills: &[],
+        };
+        crate::release::write(&publish, &images, &cx.out()?).map_err(|e| match e {
+            ReleaseError::Io(e) => StepError::io("cannot write the release", e),
+            other => StepError::Invalid {
+                message: format!("cannot write the release: {other}"),
+                help: String::new(),
+            },
+        })?;
         Ok(Produced::Tree)
     }
 }

@@ -18,6 +18,9 @@ pub struct SourceSpec {
     pub size: Option<u64>,
     pub download_limit: u64,
     pub unpack_limits: UnpackLimits,
+    /// What the SBOM says of it; neither is part of its identity.
+    pub version: Option<String>,
+    pub license: Option<String>,
 }
 
 impl SourceSpec {
@@ -61,6 +64,7 @@ impl Derivation for SourceSpec {
 
     fn axes<'a>(body: &'a Source, uses: &mut AxisUses<'a>) {
         body.urls.iter().for_each(|u| uses.template(u));
+        body.version.iter().for_each(|v| uses.template(v));
         body.hashes.iter().for_each(|h| uses.conditions(h));
     }
 
@@ -89,6 +93,8 @@ impl Derivation for SourceSpec {
                 bytes: body.limits.unpacked.unwrap_or(defaults.bytes),
                 ratio: body.limits.ratio.unwrap_or(defaults.ratio),
             },
+            version: body.version.as_ref().map(|v| cx.render(v)),
+            license: body.license.as_ref().map(|l| l.value.clone()),
         })
     }
 

@@ -3,7 +3,8 @@
 use super::*;
 use crate::hash::Digest;
 use crate::recipe::Sysext;
-use crate::sysext::{make_image, Metadata, ARCHITECTURES};
+use crate::recipe::ImageFormat;
+use crate::sysext::{make_image, Metadata, ARCHITECTURES, DDI_ARCHITECTURES};
 
 #[derive(Clone, Debug)]
 pub struct SysextSpec {
@@ -55,6 +56,17 @@ impl Derivation for SysextSpec {
             )
             .help("use systemd's names: x86-64, arm64, riscv64, ppc64-le, s390x, ... or _any"));
         }
+        if body.format == ImageFormat::Ddi && !DDI_ARCHITECTURES.contains(&arch.as_str()) {
+            return Err(RecipeError::at(
+                body.arch.loc,
+                format!("format \"ddi\" has no partition types for `{arch}`"),
+                "no DDI partition types",
+            )
+            .help(format!(
+                "a DDI's root partition is typed by architecture: use one of {}",
+                DDI_ARCHITECTURES.join(", ")
+            )));
+        }
         Ok(SysextSpec {
             meta: Metadata {
                 version: cx.render(&body.version),
@@ -79,7 +91,9 @@ impl Derivation for SysextSpec {
             .text("os", &m.os)
             .optional("sysext-level", m.sysext_level.as_deref())
             .flag("reload-manager", m.reload_manager)
-            .text("format", m.format.name());
+            .text("format", m.format.name())
+            // The output holds the image's file list too (for its SBOM).
+            .flag("files-list", true);
     }
 
     fn produce(&self, cx: &Step<'_>) -> Result<Produced, StepError> {

@@ -138,6 +138,10 @@ pub struct Source {
     /// The exact size in bytes, where upstream publishes it.
     pub size: Option<u64>,
     pub limits: SourceLimits,
+    /// What the SBOM calls its version (`version "{version}"`).
+    pub version: Option<Template>,
+    /// The SPDX license expression the source is under, as upstream declares it.
+    pub license: Option<Spanned<String>>,
 }
 
 /// `limits download="1G" unpacked="16G" ratio=200`: how large a source may be,
@@ -207,6 +211,9 @@ pub struct StepLimits {
 pub enum ImageFormat {
     Squashfs,
     Erofs,
+    /// A Discoverable Disk Image: a GPT disk with an erofs root partition and its
+    /// dm-verity hash tree (and a signature partition once signed).
+    Ddi,
 }
 
 impl ImageFormat {
@@ -214,6 +221,7 @@ impl ImageFormat {
         match self {
             ImageFormat::Squashfs => "squashfs",
             ImageFormat::Erofs => "erofs",
+            ImageFormat::Ddi => "ddi",
         }
     }
 }

@@ -24,7 +24,9 @@ const TOP_LEVEL: &[&str] = &[
     "release",
     "test",
 ];
-const SOURCE_FIELDS: &[&str] = &["url", "hash", "unpack", "size", "limits"];
+const SOURCE_FIELDS: &[&str] = &[
+    "url", "hash", "unpack", "size", "limits", "version", "license",
+];
 const TOOLCHAIN_FIELDS: &[&str] = &[
     "description",
     "target",
@@ -263,12 +265,22 @@ impl<'a> Parser<'a> {
             }
             None => None,
         };
+        let version = match self.at_most_one(f, "version")? {
+            Some(n) => {
+                self.no_children(n)?;
+                let [e] = self.positional::<1>(n)?;
+                Some(self.template(e)?)
+            }
+            None => None,
+        };
         Ok(Body::Source(Source {
             urls,
             hashes,
             unpack,
             size,
             limits: self.source_limits(f)?,
+            version,
+            license: self.optional_string(f, "license")?,
         }))
     }
 
@@ -465,13 +477,14 @@ impl<'a> Parser<'a> {
                 match s.value.as_str() {
                     "squashfs" => ImageFormat::Squashfs,
                     "erofs" => ImageFormat::Erofs,
+                    "ddi" => ImageFormat::Ddi,
                     other => {
                         return Err(RecipeError::at(
                             s.loc,
                             format!("unknown image format `{other}`"),
-                            "not squashfs or erofs",
+                            "not squashfs, erofs or ddi",
                         )
-                        .help("use format \"squashfs\" (the default) or \"erofs\""))
+                        .help("use format \"squashfs\" (the default), \"erofs\" or \"ddi\" (erofs with dm-verity in a GPT disk image)"))
                     }
                 }
             }

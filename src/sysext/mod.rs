@@ -2,6 +2,8 @@
 //! extension-release file, the checks, and the packed image.
 
 mod check;
+mod ddi;
+mod files;
 mod pack;
 
 use std::fs;
@@ -9,6 +11,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use check::{check_tree, normalise_modes};
+pub use ddi::{make_ddi, roothash_name, sign_ddi, DDI_ARCHITECTURES};
+pub(crate) use files::hex;
+pub use files::{files_list_name, read_files_list, write_files_list, FileEntry};
 pub use pack::pack;
 
 use crate::recipe::ImageFormat;
@@ -103,7 +108,9 @@ pub fn extension_release(spec: &Metadata) -> String {
 /// Builds the image of sysext `name` into `out/NAME-vVERSION-ARCH.raw`: the trees
 /// in `sources` (build outputs, repository files) merged under `work/tree`, the
 /// extension-release file written, the tree checked, modes normalised, packed
-/// (under `variation`, for a `bake check` rebuild).
+/// (under `variation`, for a `bake check` rebuild); beside it the list of its
+/// files (`NAME-vVERSION-ARCH.files.json`) and, for a DDI, its root hash
+/// (`NAME-vVERSION-ARCH.roothash`).
 pub fn make_image(
     name: &str,
     spec: &Metadata,
@@ -127,7 +134,9 @@ pub fn make_image(
     check_tree(&tree)?;
     normalise_modes(&tree)?;
     fs::create_dir_all(out)?;
-    let image = out.join(image_name(name, &spec.version, &spec.arch));
+    let file = image_name(name, &spec.version, &spec.arch);
+    write_files_list(&tree, &out.join(files_list_name(&file)))?;
+    let image = out.join(file);
     let _reordered = match variation {
         Some(v) => {
             if let Some(uid) = v.uid() {
@@ -138,7 +147,12 @@ pub fn make_image(
         }
         None => None,
     };
-    pack(&tree, &image, spec.format, epoch, variation)?;
+    match spec.format {
+        ImageFormat::Ddi => {
+            make_ddi(&tree, &image, &spec.arch, work, epoch, variation)?;
+        }
+        format => pack(&tree, &image, format, epoch, variation)?,
+    }
     Ok(image)
 }
 

@@ -9,7 +9,8 @@ use crate::variation::Variation;
 
 /// Packs `tree` into `image`. squashfs: `mksquashfs -all-root -noappend
 /// -no-xattrs` with SOURCE_DATE_EPOCH; erofs: `mkfs.erofs --all-root -T EPOCH`
-/// with a fixed UUID. Both give the same bytes for the same tree and epoch.
+/// with a fixed UUID; for a DDI, the file system of its root partition (erofs,
+/// lz4hc). Each gives the same bytes for the same tree and epoch.
 pub fn pack(
     tree: &Path,
     image: &Path,
@@ -19,7 +20,7 @@ pub fn pack(
 ) -> Result<(), SysextError> {
     let (program, package) = match format {
         ImageFormat::Squashfs => ("mksquashfs", "squashfs-tools"),
-        ImageFormat::Erofs => ("mkfs.erofs", "erofs-utils"),
+        ImageFormat::Erofs | ImageFormat::Ddi => ("mkfs.erofs", "erofs-utils"),
     };
     let mut cmd = Command::new(program);
     match format {
@@ -36,13 +37,18 @@ pub fn pack(
                 .args(["-comp", "gzip", "-b", "131072"])
                 .env("SOURCE_DATE_EPOCH", epoch.to_string());
         }
-        ImageFormat::Erofs => {
+        ImageFormat::Erofs | ImageFormat::Ddi => {
             cmd.arg("--all-root")
                 .arg(format!("-T{epoch}"))
                 .arg("-U00000000-0000-0000-0000-000000000000")
                 .arg("-x-1")
-                .arg("--quiet")
-                .arg(image)
+                .arg("--quiet");
+            if format == ImageFormat::Ddi {
+                // The DDI's root partition: compressed (lz4hc halves a tree of
+                // text and binaries; the kernel's erofs reads it).
+                cmd.arg("-zlz4hc");
+            }
+            cmd.arg(image)
                 .arg(tree)
                 .env("SOURCE_DATE_EPOCH", epoch.to_string());
         }

@@ -231,3 +231,117 @@ pub fn merge_and_run(image: &Path, name: &str, work: &Path, bin: &str) -> (Strin
     let last = text.lines().last().unwrap_or("").trim().to_string();
     (last, text)
 }
+
+/// A program of the project's `.venv` (check-jsonschema, pyspdxtools; ./setup installs them).
+pub fn venv_bin(name: &str) -> PathBuf {
+    root().join(".venv/bin").join(name)
+}
+
+/// Runs `cmd`, returning (success, stdout and stderr together).
+pub fn outcome(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Butane's key names are Ignition's in snake case.
+fn camel(key: &str) -> String {
+    let mut out = String::new();
+    let mut upper = false;
+    for c in key.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What Butane makes of the parts of a config these snippets use: keys in
+/// camel case, `mode` written in octal (go-yaml reads `0644` as octal; serde_yaml
+/// reads YAML 1.2, where it is decimal), `variant`/`version` replaced by the
+/// Ignition spec they stand for.
+fn translate(v: &serde_yaml::Value, key: &str) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        serde_yaml::Value::Mapping(m) => J::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let k = k.as_str().expect("string keys");
+                    (camel(k), translate(v, k))
+                })
+                .collect(),
+        ),
+        serde_yaml::Value::Sequence(s) => J::Array(s.iter().map(|v| translate(v, key)).collect()),
+        serde_yaml::Value::Number(n) if key == "mode" => {
+            J::from(u64::from_str_radix(&n.to_string(), 8).expect("an octal mode"))
+        }
+        serde_yaml::Value::String(s) if key == "mode" => {
+            J::from(u64::from_str_radix(s, 8).expect("an octal mode"))
+        }
+        other => serde_json::to_value(other).unwrap(),
+    }
+}
+
+/// Checks every `.bu` in `dir` against Butane's schema for flatcar 1.0.0
+/// (`tests/schemas/butane-flatcar-1.0.0.json`, closed objects: an unknown key
+/// fails, as it does in Butane) with check-jsonschema, every `.ign` with
+/// Ignition's own validator (`ignition-validate`, Debian's ignition 2.14, which
+/// knows specs up to 3.3.0), quiet meaning no warning either, and that each
+/// `.ign` is what Butane translates its `.bu` to. Returns how many pairs.
+pub fn check_snippets(dir: &Path) -> usize {
+    let schema = root().join("tests/schemas/butane-flatcar-1.0.0.json");
+    let mut pairs = 0;
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "bu"))
+        .collect();
+    names.sort();
+    for bu in names {
+        let ign = bu.with_extension("ign");
+        let (ok, text) = outcome(
+            Command::new(venv_bin("check-jsonschema"))
+                .args(["--default-filetype", "yaml", "--schemafile"])
+                .arg(&schema)
+                .arg(&bu),
+        );
+        assert!(ok, "{} against Butane's schema: {text}", bu.display());
+        let (ok, text) = outcome(Command::new("ignition-validate").arg(&ign));
+        assert!(
+            ok && text.trim().is_empty(),
+            "ignition-validate {}: {text}",
+            ign.display()
+        );
+        let yaml: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&bu).unwrap()).unwrap();
+        assert_eq!(yaml["variant"], "flatcar");
+        assert_eq!(yaml["version"], "1.0.0");
+        let mut expected = translate(&yaml, "");
+        let obj = expected.as_object_mut().unwrap();
+        obj.remove("variant");
+        obj.remove("version");
+        obj.insert("ignition".into(), serde_json::json!({ "version": "3.3.0" }));
+        let actual: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&ign).unwrap()).unwrap();
+        assert_eq!(
+            actual,
+            expected,
+            "{} is not what {} translates to",
+            ign.display(),
+            bu.display()
+        );
+        pairs += 1;
+    }
+    pairs
+}
