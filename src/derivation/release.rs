@@ -3,7 +3,7 @@
 use super::*;
 use crate::recipe::Release;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ReleaseSpec {
     pub base_url: Option<String>,
 }

@@ -5,7 +5,7 @@ use crate::hash::Digest;
 use crate::recipe::Sysext;
 use crate::sysext::{make_image, Metadata, ARCHITECTURES};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SysextSpec {
     pub meta: Metadata,
     /// Directories of the repository copied into the image tree.

@@ -10,5 +10,5 @@ mod template;
 pub use error::{did_you_mean, RecipeError, Report};
 pub use model::*;
 pub use parse::parse;
-pub use source::{FileId, Files, Loc, Spanned};
+pub use source::{Files, Loc, Spanned};
 pub use template::Template;
