@@ -5,6 +5,7 @@ pub mod limits;
 mod model;
 mod parse;
 mod source;
+mod split;
 mod template;
 
 pub use error::{did_you_mean, RecipeError, Report};
