@@ -48,7 +48,7 @@ def run(cmd, cwd=None, stack=False):
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, 1)
             os.dup2(null, 2)
-            os.execv(str(cmd[0]), [str(c) for c in cmd])
+            os.execv(shutil.which(str(cmd[0])) or str(cmd[0]), [str(c) for c in cmd])
         finally:
             os._exit(127)
     _, status, usage = os.wait4(pid, 0)
@@ -121,7 +121,7 @@ def scaling(sizes, noop_sizes, runs, results):
         fresh = d / "fresh-store"
         # Cold: no evaluation cache (a fresh store each run). Warm: from the cache.
         cold = alternate(
-            max(1, runs // 2) if n >= 100_000 else runs,
+            3 if n >= 100_000 else runs,
             [("bake eval, cold", bake("eval", r, "--cache", fresh), None, False)],
             prepare=lambda _: shutil.rmtree(fresh, ignore_errors=True),
         )
@@ -155,20 +155,21 @@ def scaling(sizes, noop_sizes, runs, results):
         for tool, cmd, cwd in [
             ("bake", bake("build", d / "bake" / "r.kdl", "--cache", store, "--out-link", links, "-j2"), None),
             ("ninja", ["ninja", "-j2"], d / "ninja"),
+            ("make", ["make", "-j2"], d / "make"),
         ]:
             marker = d / f"{tool}.built"
             if not marker.exists():
                 print(f"  (first {tool} build of {n:,} steps, once)", flush=True)
                 t, _, _ = run(cmd, cwd, True)
                 marker.write_text(f"{t}\n")
-        row = alternate(
-            runs * 2,
-            [
+        noop = [
                 ("bake no-op build", bake("build", d / "bake" / "r.kdl", "--cache", store, "--out-link", links), None, False),
                 ("ninja no-op", ["ninja"], d / "ninja", True),
                 ("make -q", ["make", "-q"], d / "make", False),
-            ],
-        )
+        ]
+        for _, cmd, cwd, stack in noop:
+            run(cmd, cwd, stack)  # the first after a build links or writes what it found
+        row = alternate(runs * 2, noop)
         for name, st in row.items():
             show(f"{name}, {n:,} nodes", st)
         ratio = row["bake no-op build"]["median"] / row["ninja no-op"]["median"]
