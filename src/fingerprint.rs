@@ -1,12 +1,17 @@
 //! Content fingerprints of local files (toolchains, files kept in the repository),
 //! cached by path, size, mtime, ctime and inode as git's index does, so an
-//! unchanged 150 MB compiler is not rehashed on every run.
+//! unchanged 150 MB compiler is not rehashed on every run; and the record of
+//! every path an evaluation looked at, by which the evaluation cache knows
+//! with one stat per path that nothing it read has changed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
 
 use crate::hash::Digest;
 
@@ -32,12 +37,92 @@ impl Stat {
     }
 }
 
-/// File hashes remembered by stat, optionally persisted in a file.
+/// How a path looked: enough to tell by one stat whether it changed since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileState {
+    dev: u64,
+    ino: u64,
+    mode: u32,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileState {
+    pub fn of(m: &fs::Metadata) -> FileState {
+        let s = Stat::of(m);
+        FileState {
+            dev: m.dev(),
+            ino: s.ino,
+            mode: m.mode(),
+            size: s.size,
+            mtime_ns: s.mtime_ns,
+            ctime_ns: s.ctime_ns,
+        }
+    }
+
+    /// The state of `path` now; None when it does not exist.
+    pub fn now(path: &Path, follow: bool) -> io::Result<Option<FileState>> {
+        let meta = if follow {
+            fs::metadata(path)
+        } else {
+            fs::symlink_metadata(path)
+        };
+        match meta {
+            Ok(m) => Ok(Some(FileState::of(&m))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the path changed so shortly before `since` that a change made
+    /// after it could carry the same times (git's "racily clean" entries): file
+    /// times come from a clock that ticks every few milliseconds, or every
+    /// second or two on file systems that keep no fractions (seen as none).
+    pub fn racy(&self, since: SystemTime) -> bool {
+        let whole = |ns: i128| ns % 1_000_000_000 == 0;
+        let tick = if whole(self.mtime_ns) && whole(self.ctime_ns) {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_millis(100)
+        };
+        let since = since
+            .checked_sub(tick)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as i128);
+        self.mtime_ns.max(self.ctime_ns) >= since
+    }
+}
+
+/// One path an evaluation looked at, and how it looked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    pub path: PathBuf,
+    /// Through symlinks (stat) or not (lstat).
+    pub follow: bool,
+    /// None: it did not exist.
+    pub state: Option<FileState>,
+}
+
+impl Seen {
+    /// Whether the path still looks as it did.
+    pub fn unchanged(&self) -> bool {
+        FileState::now(&self.path, self.follow).is_ok_and(|now| now == self.state)
+    }
+}
+
+/// File hashes remembered by stat, optionally persisted in a file, and every
+/// path looked at through it.
 #[derive(Default)]
 pub struct StatCache {
     entries: HashMap<PathBuf, (Stat, Digest)>,
     file: Option<PathBuf>,
     dirty: bool,
+    seen: Vec<Seen>,
+    seen_paths: HashSet<(PathBuf, bool)>,
+    /// A path could not be looked at (other than by not existing): what was
+    /// seen does not tell everything the evaluation depended on.
+    incomplete: bool,
 }
 
 impl StatCache {
@@ -54,8 +139,39 @@ impl StatCache {
         StatCache {
             entries,
             file: Some(file),
-            dirty: false,
+            ..StatCache::default()
         }
+    }
+
+    /// Records what `path` looked like (`meta`: None when it does not exist).
+    pub fn saw(&mut self, path: &Path, follow: bool, meta: Option<&fs::Metadata>) {
+        if self.seen_paths.insert((path.to_path_buf(), follow)) {
+            self.seen.push(Seen {
+                path: path.to_path_buf(),
+                follow,
+                state: meta.map(FileState::of),
+            });
+        }
+    }
+
+    /// Looks at `path` and records what it saw.
+    pub fn stat(&mut self, path: &Path, follow: bool) -> io::Result<fs::Metadata> {
+        let meta = if follow {
+            fs::metadata(path)
+        } else {
+            fs::symlink_metadata(path)
+        };
+        match &meta {
+            Ok(m) => self.saw(path, follow, Some(m)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.saw(path, follow, None),
+            Err(_) => self.incomplete = true,
+        }
+        meta
+    }
+
+    /// Every path looked at, unless one could not be.
+    pub fn seen(&self) -> Option<&[Seen]> {
+        (!self.incomplete).then_some(&self.seen)
     }
 
     /// Writes the cache back if it changed. Failing to is harmless (the next run
@@ -144,7 +260,7 @@ pub fn fingerprint(
     };
     for (label, root) in roots {
         field(&mut h, label.as_bytes());
-        match fs::symlink_metadata(root) {
+        match cache.stat(root, false) {
             Ok(_) => walk(root, Path::new(""), &mut h, cache, &mut budget)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 h.update(b"missing");
@@ -173,12 +289,9 @@ fn walk(
     budget: &mut Budget,
 ) -> io::Result<()> {
     // Follow a symlink given as a root (`.venv/zig`), not ones met inside the tree.
-    let meta = if rel.as_os_str().is_empty() {
-        fs::metadata(path)
-    } else {
-        fs::symlink_metadata(path)
-    }
-    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let meta = cache
+        .stat(path, rel.as_os_str().is_empty())
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     field(h, rel.as_os_str().as_encoded_bytes());
     if meta.file_type().is_symlink() {
         h.update(b"l");

@@ -163,6 +163,38 @@ impl<N, E> Dag<N, E> {
     }
 }
 
+/// A DAG is kept as its nodes and their edges; the dependents are derived again,
+/// and an edge that does not point back to an earlier node is refused.
+impl<N: serde::Serialize, E: serde::Serialize> serde::Serialize for Dag<N, E> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (&self.nodes, &self.deps).serialize(s)
+    }
+}
+
+impl<'de, N: serde::Deserialize<'de>, E: serde::Deserialize<'de>> serde::Deserialize<'de>
+    for Dag<N, E>
+{
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let (nodes, deps): (Vec<N>, Vec<Vec<(usize, E)>>) = serde::Deserialize::deserialize(d)?;
+        if nodes.len() != deps.len() {
+            return Err(D::Error::custom("as many edge lists as nodes"));
+        }
+        let mut dag = Dag {
+            nodes: Vec::with_capacity(nodes.len()),
+            deps: Vec::with_capacity(nodes.len()),
+            dependents: Vec::with_capacity(nodes.len()),
+        };
+        for (node, ds) in nodes.into_iter().zip(deps) {
+            if ds.iter().any(|(d, _)| *d >= dag.len()) {
+                return Err(D::Error::custom("an edge to a later node"));
+            }
+            dag.push(node, ds);
+        }
+        Ok(dag)
+    }
+}
+
 /// A set of the nodes of one graph.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Selection(Vec<bool>);

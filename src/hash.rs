@@ -42,6 +42,29 @@ impl fmt::Debug for Digest {
     }
 }
 
+/// Hex in text formats (the store's JSON records), 32 raw bytes in binary ones
+/// (the evaluation cache).
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_hex())
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            s.parse().map_err(serde::de::Error::custom)
+        } else {
+            <[u8; 32]>::deserialize(d).map(Digest)
+        }
+    }
+}
+
 impl FromStr for Digest {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -82,14 +105,13 @@ macro_rules! digest_newtype {
 
         impl serde::Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.0.to_hex())
+                self.0.serialize(s)
             }
         }
 
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                s.parse().map_err(serde::de::Error::custom)
+                Digest::deserialize(d).map($name)
             }
         }
     };
@@ -116,7 +138,9 @@ impl EvalKey {
 }
 
 /// The digest algorithms a `source` may declare (`sha256:`, `sha512:`, `blake3:`).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, serde::Serialize, serde::Deserialize,
+)]
 pub enum HashAlgo {
     Sha256,
     Sha512,
@@ -143,7 +167,9 @@ impl HashAlgo {
 
 /// A source's declared identity, e.g. `sha256:6afd...`: the hex is lowercase and of
 /// the algorithm's length.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+#[derive(
+    Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, serde::Serialize, serde::Deserialize,
+)]
 pub struct SourceHash {
     pub algo: HashAlgo,
     pub hex: String,

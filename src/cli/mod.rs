@@ -115,6 +115,8 @@ enum Command {
         /// Where to link the targets' outputs [default: out/ beside the store]
         #[arg(long, value_name = "DIR")]
         out_link: Option<PathBuf>,
+        #[command(flatten)]
+        trace: TraceArgs,
     },
     /// Say why an instance rebuilt, or would: what changed since its last build
     Why {
@@ -317,6 +319,17 @@ struct RunArgs {
 }
 
 #[derive(Args)]
+struct TraceArgs {
+    /// Write the build as Chrome trace-event JSON (Perfetto, chrome://tracing):
+    /// a slice per step on its worker's lane, cached instances marked
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+    /// Print the longest chain of dependent steps at the end (also with --trace)
+    #[arg(long)]
+    critical_path: bool,
+}
+
+#[derive(Args)]
 struct FetchArgs {
     /// Mirrors tried before a source's URLs: base URLs or local directories
     #[arg(
@@ -375,6 +388,7 @@ impl RecipeArgs {
             &self.file,
             &eval::Options {
                 stat_cache: Some(self.store_dir().join("fingerprints")),
+                eval_cache: Some(self.store_dir().join("evals")),
             },
         )
     }
@@ -481,7 +495,8 @@ pub fn main() -> i32 {
             run,
             json,
             out_link,
-        } => cmd_build(&recipe, &targets, &run, json, out_link),
+            trace,
+        } => cmd_build(&recipe, &targets, &run, json, out_link, &trace),
         Command::Why { recipe, target } => cmd_why(&recipe, &target),
         Command::Test {
             recipe,

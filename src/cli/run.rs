@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Instant;
+
 use super::*;
 use crate::derivation::Spec;
 use crate::recipe::Role;
@@ -62,13 +64,26 @@ pub(super) fn cmd_build(
     run: &RunArgs,
     json: bool,
     out_link: Option<PathBuf>,
+    trace: &TraceArgs,
 ) -> Result<(), Failure> {
+    let origin = Instant::now();
     let eval = recipe.evaluate()?;
+    let evaluated = Instant::now();
     let store = recipe.open_store()?;
     let (selected, wanted) = select(&eval, targets)?;
     stop_on_signals();
     let report = Realiser::new(&eval, &store, run.options()?).build(&wanted);
     report_failures(&eval, &report);
+    if let Some(file) = &trace.trace {
+        let doc = realise::chrome_trace(&eval, &report, origin, evaluated);
+        if let Err(e) = std::fs::write(file, format!("{doc}\n")) {
+            errln!("warning: cannot write the trace {}: {e}", file.display());
+        }
+    }
+    if trace.critical_path || trace.trace.is_some() {
+        let path = realise::critical_path(&eval, &report);
+        errln!("{}", path.describe(&eval, origin.elapsed()));
+    }
     // Link the outputs of what was asked for: the named targets, or the graph's ends.
     let links: Vec<(&crate::names::InstanceId, PathBuf)> = selected
         .iter()

@@ -8,7 +8,7 @@ use crate::exec::{input_var, Confinement, Limits, SANDBOX_VARS};
 use crate::hash::Digest;
 use crate::recipe::{Build, Spanned, StepLimits};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct BuildSpec {
     pub script: String,
     pub env: Vec<(String, String)>,

@@ -110,11 +110,15 @@ impl<'a> Expand<'a> {
     /// Refuses paths outside the repository holding the declaring file (the
     /// nearest directory up with a `.git`, else the file's own directory): an
     /// image is made of what the repository says, not of the machine's files.
-    pub fn inside_repository(&self, paths: &[Spanned<String>]) -> Result<(), RecipeError> {
+    pub fn inside_repository(&mut self, paths: &[Spanned<String>]) -> Result<(), RecipeError> {
+        if paths.is_empty() {
+            return Ok(());
+        }
+        let cache = &mut *self.cache;
         let top = self
             .dir
             .ancestors()
-            .find(|d| d.join(".git").exists())
+            .find(|d| cache.stat(&d.join(".git"), true).is_ok())
             .unwrap_or(&self.dir);
         let top = top.canonicalize().unwrap_or_else(|_| top.to_path_buf());
         for p in paths {

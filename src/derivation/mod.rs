@@ -22,7 +22,7 @@ use crate::fetch::{FetchError, Fetcher};
 use crate::hash::{BuildKey, OutputHash};
 use crate::names::{InstanceId, NodeName};
 use crate::recipe::{Body, Kind, RecipeError, Reference, Role};
-use crate::store::{Store, TmpDir};
+use crate::store::{KnownKeys, Store, TmpDir};
 use crate::sysext::SysextError;
 use crate::variation::Variation;
 
@@ -219,6 +219,7 @@ pub struct Lookup<'a> {
     pub store: &'a Store,
     desc: &'a Description,
     deps: &'a [DepKey],
+    known: Option<&'a KnownKeys>,
 }
 
 impl<'a> Lookup<'a> {
@@ -235,16 +236,27 @@ impl<'a> Lookup<'a> {
             store,
             desc,
             deps,
+            known: None,
         }
+    }
+
+    /// Asks `known` before the key records.
+    pub fn with_known(mut self, known: &'a KnownKeys) -> Self {
+        self.known = Some(known);
+        self
     }
 
     /// The output stored under the build key; else what changed since the last build.
     pub fn stored(&self) -> Result<Realised, Reason> {
-        match self.store.lookup(&self.key) {
-            Some(record) => Ok(Realised {
+        let output = match self.known {
+            Some(known) => known.lookup(self.store, &self.key),
+            None => self.store.lookup(&self.key).map(|r| r.output),
+        };
+        match output {
+            Some(output) => Ok(Realised {
                 key: self.key,
-                path: Some(self.store.object_path(&record.output)),
-                output: Some(record.output),
+                path: Some(self.store.object_path(&output)),
+                output: Some(output),
                 built: false,
             }),
             None => Err(self.why_not()),
@@ -394,7 +406,7 @@ macro_rules! kinds {
         $(pub use $module::$spec;)*
 
         /// What one instance is, with every placeholder filled in.
-        #[derive(Clone, Debug)]
+        #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
         pub enum Spec {
             $($kind($spec),)*
         }

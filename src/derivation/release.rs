@@ -4,7 +4,7 @@ use super::*;
 use crate::recipe::Release;
 use crate::release::ReleaseError;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ReleaseSpec {
     pub base_url: Option<String>,
 }

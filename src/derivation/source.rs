@@ -8,7 +8,7 @@ use crate::fetch::{hash_file, SourceSpec as Request, SourceUrl, DEFAULT_DOWNLOAD
 use crate::hash::SourceHash;
 use crate::recipe::Source;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SourceSpec {
     /// Tried in order, after the mirrors; where the bytes come from is not part
     /// of the identity.

@@ -6,7 +6,7 @@ use crate::recipe::Sysext;
 use crate::recipe::ImageFormat;
 use crate::sysext::{make_image, Metadata, ARCHITECTURES, DDI_ARCHITECTURES};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SysextSpec {
     pub meta: Metadata,
     /// Directories of the repository copied into the image tree.

@@ -5,7 +5,7 @@
 use super::*;
 use crate::recipe::Build;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct TestSpec {
     pub step: BuildSpec,
 }

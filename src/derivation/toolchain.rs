@@ -7,7 +7,7 @@ use crate::exec::SYSTEM_PATH;
 use crate::hash::Digest;
 use crate::recipe::{Selected, Toolchain};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ToolchainSpec {
     /// The GNU triple, exported as `HOST`.
     pub target: String,

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::fingerprint::StatCache;
 use crate::recipe::limits::MAX_FILE_BYTES;
 use crate::recipe::{self, Axis, Files, Loc, Node, RecipeError, Spanned};
 
@@ -13,8 +14,9 @@ pub struct Loaded {
     pub defaults: Vec<Spanned<String>>,
 }
 
-/// Loads `path` and everything it imports into `files`.
-pub fn load(path: &Path, files: &mut Files) -> Result<Loaded, RecipeError> {
+/// Loads `path` and everything it imports into `files`; `seen` records every
+/// file read.
+pub fn load(path: &Path, files: &mut Files, seen: &mut StatCache) -> Result<Loaded, RecipeError> {
     let mut loaded = Loaded {
         axes: Vec::new(),
         nodes: Vec::new(),
@@ -24,14 +26,13 @@ pub fn load(path: &Path, files: &mut Files) -> Result<Loaded, RecipeError> {
         .canonicalize()
         .map_err(|e| RecipeError::new(format!("cannot read recipe `{}`: {e}", path.display())))?;
     let mut stack = Vec::new();
-    load_file(
-        &canonical,
-        path.display().to_string(),
-        None,
+    let mut cx = Loading {
         files,
-        &mut stack,
-        &mut loaded,
-    )?;
+        seen,
+        stack: &mut stack,
+        loaded: &mut loaded,
+    };
+    load_file(&canonical, path.display().to_string(), None, &mut cx)?;
     Ok(loaded)
 }
 
@@ -41,51 +42,58 @@ struct Frame {
     via: Option<Loc>,
 }
 
+/// What loading carries from file to file.
+struct Loading<'a> {
+    files: &'a mut Files,
+    seen: &'a mut StatCache,
+    stack: &'a mut Vec<Frame>,
+    loaded: &'a mut Loaded,
+}
+
 fn load_file(
     path: &Path,
     display: String,
     via: Option<Loc>,
-    files: &mut Files,
-    stack: &mut Vec<Frame>,
-    loaded: &mut Loaded,
+    cx: &mut Loading<'_>,
 ) -> Result<(), RecipeError> {
-    if let Some(at) = stack.iter().position(|f| f.path == path) {
-        return Err(import_cycle(&stack[at..], via));
+    if let Some(at) = cx.stack.iter().position(|f| f.path == path) {
+        return Err(import_cycle(&cx.stack[at..], via));
     }
-    if files.find(path).is_some() {
+    if cx.files.find(path).is_some() {
         return Ok(());
     }
-    let text = read_recipe(path).map_err(|why| {
+    let text = read_recipe(path, cx.seen).map_err(|why| {
         let err = RecipeError::new(format!("cannot read recipe `{display}`: {why}"));
         match via {
             Some(loc) => err.label(loc, "imported here"),
             None => err,
         }
     })?;
-    let id = files.add(path.to_path_buf(), display, text);
-    let text = files.get(id).text.clone();
+    let id = cx.files.add(path.to_path_buf(), display, text);
+    let text = cx.files.get(id).text.clone();
     let recipe = recipe::parse(id, &text)?;
-    stack.push(Frame {
+    cx.stack.push(Frame {
         path: path.to_path_buf(),
         via,
     });
     let dir = path.parent().unwrap_or(Path::new("/"));
     for import in &recipe.imports {
-        let (target, shown) = resolve_import(dir, import, files)?;
-        load_file(&target, shown, Some(import.loc), files, stack, loaded)?;
+        let (target, shown) = resolve_import(dir, import, cx)?;
+        load_file(&target, shown, Some(import.loc), cx)?;
     }
-    stack.pop();
-    if stack.is_empty() {
-        loaded.defaults = recipe.defaults;
+    cx.stack.pop();
+    if cx.stack.is_empty() {
+        cx.loaded.defaults = recipe.defaults;
     }
-    loaded.axes.extend(recipe.axes);
-    loaded.nodes.extend(recipe.nodes);
+    cx.loaded.axes.extend(recipe.axes);
+    cx.loaded.nodes.extend(recipe.nodes);
     Ok(())
 }
 
-/// A recipe's text: a regular file of at most [`MAX_FILE_BYTES`].
-fn read_recipe(path: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+/// A recipe's text: a regular file of at most [`MAX_FILE_BYTES`]. It is
+/// looked at before it is read, so a change while it is read shows next time.
+fn read_recipe(path: &Path, seen: &mut StatCache) -> Result<String, String> {
+    let meta = seen.stat(path, true).map_err(|e| e.to_string())?;
     if !meta.is_file() {
         return Err("not a regular file".into());
     }
@@ -101,9 +109,11 @@ fn read_recipe(path: &Path) -> Result<String, String> {
 fn resolve_import(
     dir: &Path,
     import: &Spanned<String>,
-    files: &Files,
+    cx: &mut Loading<'_>,
 ) -> Result<(PathBuf, String), RecipeError> {
     let joined = dir.join(&import.value);
+    // Through links: a link moved to another file is another file.
+    let _ = cx.seen.stat(&joined, true);
     let target = joined.canonicalize().map_err(|e| {
         RecipeError::at(
             import.loc,
@@ -116,7 +126,7 @@ fn resolve_import(
         ))
     })?;
     // Show imported files by a path relative to the importer's, as the user wrote it.
-    let importer = &files.get(import.loc.file).display;
+    let importer = &cx.files.get(import.loc.file).display;
     let shown = match Path::new(importer).parent() {
         Some(p) if !Path::new(&import.value).is_absolute() => p.join(&import.value),
         _ => PathBuf::from(&import.value),

@@ -43,7 +43,7 @@ const HOST_ENTRIES: &[&str] = &[
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// How much of the host a step may use.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Confinement {
     /// Its own root file system, no privilege.
     #[default]

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use super::error::FetchError;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum SourceUrl {
     /// `http://...` or `https://...`, kept as written.
     Http(String),

@@ -4,6 +4,7 @@
 
 mod check;
 mod settle;
+mod trace;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
@@ -11,6 +12,7 @@ use std::time::Instant;
 
 pub use check::Checked;
 pub use settle::{build_key, dep_keys, settle, State};
+pub use trace::{chrome_trace, critical_path, Span};
 
 use crate::derivation::{snapshot, Identity, Input, Lookup, Produced, Realised, Step, StepError};
 use crate::eval::Evaluation;
@@ -42,6 +44,8 @@ pub struct Report {
     /// Not run: a dependency failed, or the build stopped.
     pub skipped: Vec<usize>,
     pub realised: BTreeMap<usize, Realised>,
+    /// Every step the scheduler ran, with when and where.
+    pub spans: Vec<Span>,
 }
 
 impl Report {
@@ -103,12 +107,26 @@ impl<'a> Realiser<'a> {
                 privileged.join(", ")
             ));
         }
+        let mut report = Report {
+            built: Vec::new(),
+            cached: settled.ready().map(|(i, _)| i).collect(),
+            failed: Vec::new(),
+            interrupted: Vec::new(),
+            durations: BTreeMap::new(),
+            skipped: Vec::new(),
+            realised: settled.ready().map(|(i, r)| (i, r.clone())).collect(),
+            spans: Vec::new(),
+        };
+        if pending.count() == 0 {
+            return report;
+        }
         let mut known: Vec<Option<Realised>> = vec![None; self.eval.graph.len()];
-        for (i, r) in settled.ready() {
-            known[i] = Some(r.clone());
+        for (i, r) in &report.realised {
+            known[*i] = Some(r.clone());
         }
         let state = Mutex::new(known);
         let durations = Mutex::new(BTreeMap::new());
+        let spans = Mutex::new(Vec::new());
         let progress = Progress::new(pending.count());
         let results = schedule::run(
             &self.eval.graph,
@@ -132,13 +150,21 @@ impl<'a> Realiser<'a> {
                     Err(e) if e.is_interrupted() => "stopped",
                     Err(_) => "failed",
                 };
+                let end = Instant::now();
                 if what != "cached" {
-                    progress.finished(inst.id.as_str(), what, started.elapsed());
+                    progress.finished(inst.id.as_str(), what, end - started);
                     durations
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .insert(i, started.elapsed());
+                        .insert(i, end - started);
                 }
+                spans.lock().unwrap_or_else(|e| e.into_inner()).push(Span {
+                    instance: i,
+                    lane: rayon::current_thread_index().unwrap_or(0),
+                    start: started,
+                    end,
+                    outcome: what,
+                });
                 if let Ok(r) = &result {
                     state.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r.clone());
                 }
@@ -146,15 +172,8 @@ impl<'a> Realiser<'a> {
             },
         );
         progress.finish();
-        let mut report = Report {
-            built: Vec::new(),
-            cached: Vec::new(),
-            failed: Vec::new(),
-            interrupted: Vec::new(),
-            durations: durations.into_inner().unwrap_or_else(|e| e.into_inner()),
-            skipped: Vec::new(),
-            realised: BTreeMap::new(),
-        };
+        report.durations = durations.into_inner().unwrap_or_else(|e| e.into_inner());
+        report.spans = spans.into_inner().unwrap_or_else(|e| e.into_inner());
         let results = match results {
             Ok(r) => r,
             Err(e) => {
@@ -163,10 +182,6 @@ impl<'a> Realiser<'a> {
                 return report;
             }
         };
-        for (i, r) in settled.ready() {
-            report.cached.push(i);
-            report.realised.insert(i, r.clone());
-        }
         for (i, r) in results.into_iter().enumerate() {
             match r {
                 None => {}

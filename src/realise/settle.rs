@@ -6,7 +6,7 @@ use crate::derivation::{key, DepKey, Description, Identity, Lookup, Realised, Re
 use crate::eval::Evaluation;
 use crate::graph::Selection;
 use crate::hash::{BuildKey, Digest, OutputHash};
-use crate::store::Store;
+use crate::store::{KnownKeys, Store};
 
 /// Where one wanted instance stands.
 #[derive(Clone, Debug)]
@@ -57,6 +57,7 @@ impl Settlement {
 
 /// Settles every instance in `wanted` (closed under dependencies) against the store.
 pub fn settle(eval: &Evaluation, store: &Store, wanted: &Selection) -> Settlement {
+    let known = KnownKeys::open(store, eval.known_keys());
     let mut states: Vec<Option<State>> = vec![None; eval.graph.len()];
     for i in wanted.iter() {
         let output_of = |d: usize| match &states[d] {
@@ -66,7 +67,7 @@ pub fn settle(eval: &Evaluation, store: &Store, wanted: &Selection) -> Settlemen
         let (deps, pending) = dep_keys(eval, i, output_of);
         let (desc, key) = build_key(eval, i, &deps);
         let inst = eval.instance(i);
-        let lookup = Lookup::new(&inst.id, key, store, &desc, &deps);
+        let lookup = Lookup::new(&inst.id, key, store, &desc, &deps).with_known(&known);
         let state = match pending {
             Some(input) => State::Todo(Reason::InputFirst {
                 input: eval.instance(input).id.clone(),
@@ -79,6 +80,7 @@ pub fn settle(eval: &Evaluation, store: &Store, wanted: &Selection) -> Settlemen
         };
         states[i] = Some(state);
     }
+    known.save(store);
     Settlement { states }
 }
 

@@ -5,10 +5,11 @@ pub mod limits;
 mod model;
 mod parse;
 mod source;
+mod split;
 mod template;
 
 pub use error::{did_you_mean, RecipeError, Report};
 pub use model::*;
 pub use parse::parse;
-pub use source::{FileId, Files, Loc, Spanned};
+pub use source::{Files, Loc, Spanned};
 pub use template::Template;

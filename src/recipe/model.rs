@@ -54,7 +54,9 @@ impl fmt::Display for Kind {
 }
 
 /// How a node uses one of its dependencies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Role {
     /// A build's `source`: unpacked as its working directory.
     Source,
@@ -207,7 +209,7 @@ pub struct StepLimits {
 }
 
 /// The file system type of a sysext image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ImageFormat {
     Squashfs,
     Erofs,

@@ -61,11 +61,34 @@ const SYSEXT_FIELDS: &[&str] = &[
 ];
 const RELEASE_FIELDS: &[&str] = &["sysext", "base-url"];
 
-/// Parses one recipe file's text.
+/// Parses one recipe file's text: a large one in pieces, in parallel (see
+/// [`super::split`]), falling back to the whole text for any error.
 pub fn parse(file: FileId, text: &str) -> Result<RecipeFile> {
     super::limits::check_nesting(file, text)?;
+    if let Some(pieces) = super::split::pieces(text) {
+        use rayon::prelude::*;
+        let parsed: Result<Vec<RecipeFile>> = pieces
+            .par_iter()
+            .map(|(base, piece)| parse_document(file, piece, *base))
+            .collect();
+        if let Ok(parsed) = parsed {
+            let mut recipe = RecipeFile::default();
+            for part in parsed {
+                recipe.imports.extend(part.imports);
+                recipe.defaults.extend(part.defaults);
+                recipe.axes.extend(part.axes);
+                recipe.nodes.extend(part.nodes);
+            }
+            return Ok(recipe);
+        }
+    }
+    parse_document(file, text, 0)
+}
+
+/// Parses `text`, found at `base` in the file.
+fn parse_document(file: FileId, text: &str, base: usize) -> Result<RecipeFile> {
     let doc: KdlDocument = text.parse().map_err(|e| kdl_error(file, e))?;
-    let p = Parser { file, text };
+    let p = Parser { file, text, base };
     let mut recipe = RecipeFile::default();
     for node in doc.nodes() {
         match node.name().value() {
@@ -131,11 +154,16 @@ impl<'a> Fields<'a> {
 struct Parser<'a> {
     file: FileId,
     text: &'a str,
+    /// Where `text` begins in the file: spans are of `text`, locations of the file.
+    base: usize,
 }
 
 impl<'a> Parser<'a> {
     fn loc(&self, span: SourceSpan) -> Loc {
-        Loc::new(self.file, span)
+        Loc::new(
+            self.file,
+            SourceSpan::new((span.offset() + self.base).into(), span.len()),
+        )
     }
 
     fn raw(&self, span: SourceSpan) -> &'a str {

@@ -15,6 +15,7 @@
 //! written last: a build killed at any instant leaves only `tmp/` debris.
 
 mod gc;
+mod known;
 mod tree;
 
 use std::fs;
@@ -30,6 +31,7 @@ use crate::fetch::SourceStore;
 use crate::hash::{BuildKey, OutputHash};
 use crate::names::{InstanceId, NodeName};
 
+pub use known::KnownKeys;
 pub use tree::{chown_tree, hash_tree, remove_tree, set_writable, tree_size};
 
 /// What the store knows about one build key.
@@ -143,15 +145,18 @@ impl Store {
             counter: AtomicU64::new(0),
             swept: 0,
         };
-        // Alone on the store, this bake also sweeps what killed bakes left half
-        // written; then it shares the store like every bake.
-        if store.exclusive().is_ok() {
+        // Only a killed bake leaves records half written, and it leaves its
+        // scratch lock too: a bake alone on the store that finds one sweeps
+        // (reading `keys/` whole, which a no-op run should not pay for), then
+        // shares the store like every bake. Not alone, it leaves the dead lock
+        // for a bake that is.
+        let alone = store.exclusive().is_ok();
+        if store.remove_debris(alone)? && alone {
             store.swept = store.remove_leftovers()?;
         }
         if let Some(lock) = &store.store_lock {
             lock.lock_shared()?;
         }
-        store.remove_debris()?;
         Ok(store)
     }
 
@@ -206,8 +211,10 @@ impl Store {
         })
     }
 
-    /// Removes the scratch of processes whose lock is no longer held.
-    fn remove_debris(&self) -> io::Result<()> {
+    /// Removes the scratch of processes whose lock is no longer held, and their
+    /// locks when `alone`; says whether there were any.
+    fn remove_debris(&self, alone: bool) -> io::Result<bool> {
+        let mut dead = false;
         let tmp = self.root.join("tmp");
         for entry in fs::read_dir(&tmp)? {
             let name = entry?.file_name().to_string_lossy().into_owned();
@@ -223,6 +230,7 @@ impl Store {
             if f.try_lock().is_err() {
                 continue; // a live process
             }
+            dead = true;
             for scratch in fs::read_dir(&tmp)? {
                 let scratch = scratch?;
                 let s = scratch.file_name().to_string_lossy().into_owned();
@@ -230,9 +238,11 @@ impl Store {
                     remove_tree(&scratch.path())?;
                 }
             }
-            fs::remove_file(tmp.join(&name))?;
+            if alone {
+                fs::remove_file(tmp.join(&name))?;
+            }
         }
-        Ok(())
+        Ok(dead)
     }
 
     /// The fetched sources, by hash.
@@ -416,9 +426,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
+    let written = fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    });
+    if written.is_err() {
+        // Only a killed process may leave one behind (see `remove_leftovers`).
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
     fs::File::open(dir)?.sync_all()
 }

@@ -80,7 +80,7 @@ pub fn image_name(name: &str, version: &str, arch: &str) -> String {
 }
 
 /// What an image says about itself in its extension-release file, and how it is packed.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Metadata {
     pub version: String,
     /// A systemd architecture name, or `_any`.

@@ -26,7 +26,7 @@ use tree::{make_dir, Tree};
 
 /// How large an archive may unpack: at most `bytes`, and at most `ratio` times
 /// its own size, whichever is less (each entry counts 512 bytes besides its own).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UnpackLimits {
     pub bytes: u64,
     pub ratio: u64,
