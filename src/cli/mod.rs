@@ -93,9 +93,11 @@ enum Command {
         recipe: RecipeArgs,
         /// Names (every instance) or instance ids; all when none
         targets: Vec<String>,
-        /// Print {"build":[{"id","reason"}],"cached":[ids]}
+        /// Print {"build":[{"id","reason"}],"cached":[ids],"remote":[ids]}
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Build the targets and what they need; only what changed runs
     Build {
@@ -105,7 +107,7 @@ enum Command {
         targets: Vec<String>,
         #[command(flatten)]
         run: RunArgs,
-        /// End with {"built":[ids],"cached":[ids],"failed":[ids],"outputs":{id:path}}
+        /// End with {"built":[ids],"cached":[ids],"remote":[ids],"failed":[ids],"outputs":{id:path}}
         #[arg(long)]
         json: bool,
         /// Where to link the targets' outputs [default: out/ beside the store]
@@ -256,6 +258,47 @@ struct RunArgs {
     keep_going: bool,
     #[command(flatten)]
     fetch: FetchArgs,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(Args)]
+struct RemoteArgs {
+    /// A Remote Execution API v2 cache (BuildGrid, Buildbarn, BuildBuddy, ...):
+    /// grpc://HOST:PORT[/INSTANCE] or grpcs://HOST[:PORT][/INSTANCE]
+    #[arg(long = "remote", env = "BAKE_REMOTE", value_name = "URL")]
+    remote: Option<String>,
+    /// The environment variable holding a bearer token for the remote
+    #[arg(long, value_name = "VAR")]
+    remote_token_env: Option<String>,
+    /// Upload what is built here to the remote [default: when CI is set]
+    #[arg(long, overrides_with = "no_remote_upload")]
+    remote_upload: bool,
+    /// Do not upload to the remote, even in CI
+    #[arg(long, overrides_with = "remote_upload")]
+    no_remote_upload: bool,
+    /// Seconds one call to the remote may take (plus 1 s per MiB it moves)
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    remote_timeout: u64,
+}
+
+impl RemoteArgs {
+    fn open(&self) -> Result<Option<crate::remote::Remote>, Failure> {
+        let Some(url) = &self.remote else {
+            return Ok(None);
+        };
+        // CI runners fill the cache that the next runner and every developer read.
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        let upload = self.remote_upload || (ci && !self.no_remote_upload);
+        crate::remote::Remote::new(crate::remote::Options {
+            url: url.clone(),
+            token_env: self.remote_token_env.clone(),
+            upload,
+            timeout: std::time::Duration::from_secs(self.remote_timeout.max(1)),
+        })
+        .map(Some)
+        .map_err(|e| Failure::usage(format!("--remote: {e}")))
+    }
 }
 
 #[derive(Args)]
@@ -292,6 +335,7 @@ impl RunArgs {
             jobs: self.jobs.unwrap_or(cores).max(1),
             keep_going: self.keep_going,
             fetch: self.fetch.options()?,
+            remote: self.remote.open()?,
         })
     }
 }
@@ -415,7 +459,8 @@ pub fn main() -> i32 {
             recipe,
             targets,
             json,
-        } => cmd_plan(&recipe, &targets, json),
+            remote,
+        } => cmd_plan(&recipe, &targets, json, &remote),
         Command::Build {
             recipe,
             targets,

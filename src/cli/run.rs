@@ -41,6 +41,20 @@ fn report_failures(eval: &Evaluation, report: &realise::Report) {
     }
 }
 
+/// What the remote cache gave and took, when one is used.
+pub(super) fn report_remote(realiser: &Realiser) {
+    if let Some(remote) = realiser.remote() {
+        let s = remote.stats();
+        errln!(
+            "remote: {} fetched ({}), {} uploaded ({})",
+            s.fetched,
+            crate::units::show_size(s.bytes_down),
+            s.pushed,
+            crate::units::show_size(s.bytes_up)
+        );
+    }
+}
+
 /// The exit status of an interrupted command: 128 + the signal (130, 143).
 pub(super) fn interrupted() -> Result<(), Failure> {
     match crate::interrupt::requested() {
@@ -63,8 +77,10 @@ pub(super) fn cmd_build(
     let store = recipe.open_store()?;
     let (selected, wanted) = select(&eval, targets)?;
     stop_on_signals();
-    let report = Realiser::new(&eval, &store, run.options()?).build(&wanted);
+    let realiser = Realiser::new(&eval, &store, run.options()?);
+    let report = realiser.build(&wanted);
     report_failures(&eval, &report);
+    report_remote(&realiser);
     // Link the outputs of what was asked for: the named targets, or the graph's ends.
     let links: Vec<(&crate::names::InstanceId, PathBuf)> = selected
         .iter()
@@ -99,13 +115,18 @@ pub(super) fn cmd_build(
         let doc = json!({
             "built": report.built.iter().map(id).collect::<Vec<_>>(),
             "cached": report.cached.iter().map(id).collect::<Vec<_>>(),
+            "remote": report.remote.iter().map(id).collect::<Vec<_>>(),
             "failed": failed,
             "outputs": outputs,
         });
         outln!("{doc:#}");
     } else {
+        let remote = match realiser.remote() {
+            Some(_) => format!("{} from the remote, ", report.remote.len()),
+            None => String::new(),
+        };
         errln!(
-            "{} built, {} cached, {} failed, {} not run",
+            "{} built, {remote}{} cached, {} failed, {} not run",
             report.built.len(),
             report.cached.len(),
             report.failed.len(),
