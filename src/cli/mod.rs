@@ -32,6 +32,7 @@ macro_rules! errln {
 
 mod docs;
 mod inspect;
+mod remote;
 mod run;
 mod sources;
 mod test;
@@ -39,6 +40,7 @@ mod upkeep;
 
 use docs::*;
 use inspect::*;
+use remote::*;
 use run::*;
 use sources::*;
 use test::*;
@@ -210,6 +212,24 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Join a Remote Workers API server's pool (BuildGrid) and run the steps
+    /// it leases, with the toolchains the recipe declares that are installed here
+    Worker {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// The server: grpc://HOST:PORT[/INSTANCE] or grpcs://HOST[:PORT][/INSTANCE]
+        #[arg(long, value_name = "URL")]
+        server: String,
+        /// The environment variable holding a bearer token for the server
+        #[arg(long, value_name = "VAR")]
+        remote_token_env: Option<String>,
+        /// The bot's name [default: HOSTNAME-PID]
+        #[arg(long)]
+        name: Option<String>,
+        /// Parallel jobs a step may use [default: the number of cores]
+        #[arg(short = 'j', long)]
+        jobs: Option<usize>,
+    },
     /// Print a shell completion script: bake completions bash > /etc/bash_completion.d/bake
     Completions {
         /// The shell
@@ -277,6 +297,9 @@ struct RemoteArgs {
     /// Do not upload to the remote, even in CI
     #[arg(long, overrides_with = "remote_upload")]
     no_remote_upload: bool,
+    /// Run script steps on the remote's workers (its Execution service)
+    #[arg(long, requires = "remote")]
+    remote_exec: bool,
     /// Seconds one call to the remote may take (plus 1 s per MiB it moves)
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     remote_timeout: u64,
@@ -294,6 +317,7 @@ impl RemoteArgs {
             url: url.clone(),
             token_env: self.remote_token_env.clone(),
             upload,
+            exec: self.remote_exec,
             timeout: std::time::Duration::from_secs(self.remote_timeout.max(1)),
         })
         .map(Some)
@@ -510,6 +534,13 @@ pub fn main() -> i32 {
             store,
         } => cmd_gc(&recipes, dry_run, &store),
         Command::Verify { store } => cmd_verify(&store),
+        Command::Worker {
+            recipe,
+            server,
+            remote_token_env,
+            name,
+            jobs,
+        } => cmd_worker(&recipe, &server, remote_token_env, name, jobs),
         Command::Completions { shell } => {
             print_completions(shell, &mut Cli::command());
             Ok(())

@@ -45,8 +45,12 @@ fn report_failures(eval: &Evaluation, report: &realise::Report) {
 pub(super) fn report_remote(realiser: &Realiser) {
     if let Some(remote) = realiser.remote() {
         let s = remote.stats();
+        let executed = match remote.executes() {
+            true => format!(", {} run on workers", s.executed),
+            false => String::new(),
+        };
         errln!(
-            "remote: {} fetched ({}), {} uploaded ({})",
+            "remote: {} fetched ({}), {} uploaded ({}){executed}",
             s.fetched,
             crate::units::show_size(s.bytes_down),
             s.pushed,
@@ -112,13 +116,21 @@ pub(super) fn cmd_build(
                 ))
             })
             .collect();
-        let doc = json!({
+        let mut doc = json!({
             "built": report.built.iter().map(id).collect::<Vec<_>>(),
             "cached": report.cached.iter().map(id).collect::<Vec<_>>(),
             "remote": report.remote.iter().map(id).collect::<Vec<_>>(),
             "failed": failed,
             "outputs": outputs,
         });
+        if let Some(remote) = realiser.remote().filter(|r| r.executes()) {
+            let executed: serde_json::Map<String, serde_json::Value> = remote
+                .executed()
+                .into_iter()
+                .map(|(id, worker)| (id.to_string(), worker.into()))
+                .collect();
+            doc["executed"] = executed.into();
+        }
         outln!("{doc:#}");
     } else {
         let remote = match realiser.remote() {

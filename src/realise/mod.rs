@@ -421,6 +421,12 @@ impl<'a> Realiser<'a> {
             &self.fetcher,
             self.jobs,
         )
+        .with_executor(
+            self.remote
+                .as_ref()
+                .filter(|r| r.executes())
+                .map(|r| r as &dyn crate::derivation::Executor),
+        )
     }
 
     fn missing_input(&self, d: usize) -> StepError {

@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use prost::Message as _;
 use sha2::{Digest as _, Sha256};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -202,7 +203,9 @@ impl Client {
         Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
-        let request = self.request(message);
+        let mut request = self.request(message);
+        // The server learns the deadline too: a long poll ends before it.
+        request.set_timeout(timeout);
         self.block(timeout, async {
             let mut grpc = self.grpc().await?;
             grpc.unary(
@@ -280,6 +283,82 @@ impl Client {
             self.timeout,
         )?;
         Ok(())
+    }
+
+    /// Runs `action` on the Execution service and waits, at most `wait`, for
+    /// its result.
+    pub fn execute(
+        &self,
+        action: &Digest,
+        wait: Duration,
+    ) -> Result<proto::ExecuteResponse, RemoteError> {
+        let request = self.request(proto::ExecuteRequest {
+            instance_name: self.instance.clone(),
+            skip_cache_lookup: false,
+            action_digest: Some(action.clone()),
+            digest_function: SHA256,
+        });
+        self.block(wait, async {
+            let mut grpc = self.grpc().await?;
+            let mut stream: Streaming<proto::Operation> = grpc
+                .server_streaming(
+                    request,
+                    PathAndQuery::from_static("/build.bazel.remote.execution.v2.Execution/Execute"),
+                    ProstCodec::<proto::ExecuteRequest, proto::Operation>::default(),
+                )
+                .await
+                .map_err(RemoteError::from_status)?
+                .into_inner();
+            while let Some(op) = stream.message().await.map_err(RemoteError::from_status)? {
+                if !op.done {
+                    continue;
+                }
+                if let Some(e) = op.error.filter(|e| e.code != 0) {
+                    return Err(RemoteError::Unreachable(format!(
+                        "the execution failed: {}",
+                        e.message
+                    )));
+                }
+                let any = op.response.unwrap_or_default();
+                return proto::ExecuteResponse::decode(any.value.as_slice()).map_err(|e| {
+                    RemoteError::Refused(format!("the execution's response does not decode: {e}"))
+                });
+            }
+            Err(RemoteError::Unreachable(
+                "the execution ended without a result".into(),
+            ))
+        })
+    }
+
+    pub fn create_bot_session(
+        &self,
+        session: proto::BotSession,
+    ) -> Result<proto::BotSession, RemoteError> {
+        self.unary(
+            "/google.devtools.remoteworkers.v1test2.Bots/CreateBotSession",
+            proto::CreateBotSessionRequest {
+                parent: self.instance.clone(),
+                bot_session: Some(session),
+            },
+            self.timeout,
+        )
+    }
+
+    /// Reports the session's leases; the server may hold the call until it
+    /// has work (a long poll), hence `wait`.
+    pub fn update_bot_session(
+        &self,
+        session: proto::BotSession,
+        wait: Duration,
+    ) -> Result<proto::BotSession, RemoteError> {
+        self.unary(
+            "/google.devtools.remoteworkers.v1test2.Bots/UpdateBotSession",
+            proto::UpdateBotSessionRequest {
+                name: session.name.clone(),
+                bot_session: Some(session),
+            },
+            wait,
+        )
     }
 
     /// Which of `digests` the CAS lacks.

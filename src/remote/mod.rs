@@ -9,8 +9,12 @@
 //! wrong with a remote costs a warning and a local build, never the build.
 
 mod client;
+mod exec;
 mod proto;
 mod tree;
+mod worker;
+
+pub use worker::{serve, Toolchain as WorkerToolchain};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +44,8 @@ pub struct Options {
     pub token_env: Option<String>,
     /// Upload what is built here.
     pub upload: bool,
+    /// Send script steps to the Execution service.
+    pub exec: bool,
     /// How long one call may take (besides what its bytes need).
     pub timeout: std::time::Duration,
 }
@@ -49,6 +55,9 @@ pub struct Remote {
     url: String,
     client: Client,
     upload: bool,
+    exec: bool,
+    /// The instances run on a worker this run, and where.
+    executed: Mutex<Vec<(InstanceId, String)>>,
     /// What the server said of itself; None once it could not be asked.
     caps: OnceLock<Option<Capabilities>>,
     /// Set after the remote failed: the rest of the run goes without it.
@@ -63,6 +72,8 @@ pub struct Stats {
     pub bytes_down: u64,
     pub pushed: usize,
     pub bytes_up: u64,
+    /// Steps run on a remote worker.
+    pub executed: usize,
 }
 
 /// The endpoint tonic connects to, whether it is TLS, and the instance name.
@@ -116,10 +127,25 @@ impl Remote {
             url: options.url,
             client,
             upload: options.upload,
+            exec: options.exec,
+            executed: Mutex::new(Vec::new()),
             caps: OnceLock::new(),
             down: AtomicBool::new(false),
             stats: Mutex::new(Stats::default()),
         })
+    }
+
+    /// Whether script steps go to the Execution service.
+    pub fn executes(&self) -> bool {
+        self.exec
+    }
+
+    /// The instances run on a worker, and which.
+    pub fn executed(&self) -> Vec<(InstanceId, String)> {
+        self.executed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn stats(&self) -> Stats {

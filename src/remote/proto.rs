@@ -132,6 +132,8 @@ pub struct ActionResult {
     pub stdout_raw: Vec<u8>,
     #[prost(message, optional, tag = "6")]
     pub stdout_digest: Option<Digest>,
+    #[prost(bytes = "vec", tag = "7")]
+    pub stderr_raw: Vec<u8>,
     #[prost(message, optional, tag = "9")]
     pub execution_metadata: Option<ExecutedActionMetadata>,
 }
@@ -335,4 +337,118 @@ pub struct WriteRequest {
 pub struct WriteResponse {
     #[prost(int64, tag = "1")]
     pub committed_size: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExecuteRequest {
+    #[prost(string, tag = "1")]
+    pub instance_name: String,
+    #[prost(bool, tag = "3")]
+    pub skip_cache_lookup: bool,
+    #[prost(message, optional, tag = "6")]
+    pub action_digest: Option<Digest>,
+    #[prost(int32, tag = "9")]
+    pub digest_function: i32,
+}
+
+/// google.longrunning.Operation, as Execute streams it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Operation {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(bool, tag = "3")]
+    pub done: bool,
+    #[prost(message, optional, tag = "4")]
+    pub error: Option<Status>,
+    #[prost(message, optional, tag = "5")]
+    pub response: Option<prost_types::Any>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExecuteResponse {
+    #[prost(message, optional, tag = "1")]
+    pub result: Option<ActionResult>,
+    #[prost(bool, tag = "2")]
+    pub cached_result: bool,
+    #[prost(message, optional, tag = "3")]
+    pub status: Option<Status>,
+    #[prost(string, tag = "5")]
+    pub message: String,
+}
+
+/// google.devtools.remoteworkers.v1test2.BotSession
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BotSession {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub bot_id: String,
+    /// BotStatus: 1 OK, 4 BOT_TERMINATING.
+    #[prost(int32, tag = "3")]
+    pub status: i32,
+    #[prost(message, optional, tag = "4")]
+    pub worker: Option<Worker>,
+    #[prost(message, repeated, tag = "5")]
+    pub leases: Vec<Lease>,
+    #[prost(string, tag = "7")]
+    pub version: String,
+}
+
+pub const BOT_OK: i32 = 1;
+pub const BOT_TERMINATING: i32 = 4;
+pub const LEASE_PENDING: i32 = 1;
+pub const LEASE_ACTIVE: i32 = 2;
+pub const LEASE_COMPLETED: i32 = 4;
+pub const LEASE_CANCELLED: i32 = 5;
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Lease {
+    #[prost(string, tag = "7")]
+    pub id: String,
+    #[prost(message, optional, tag = "8")]
+    pub payload: Option<prost_types::Any>,
+    #[prost(message, optional, tag = "9")]
+    pub result: Option<prost_types::Any>,
+    #[prost(int32, tag = "2")]
+    pub state: i32,
+    #[prost(message, optional, tag = "3")]
+    pub status: Option<Status>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Worker {
+    #[prost(message, repeated, tag = "1")]
+    pub devices: Vec<Device>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Device {
+    #[prost(string, tag = "1")]
+    pub handle: String,
+    #[prost(message, repeated, tag = "2")]
+    pub properties: Vec<DeviceProperty>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeviceProperty {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CreateBotSessionRequest {
+    #[prost(string, tag = "1")]
+    pub parent: String,
+    #[prost(message, optional, tag = "2")]
+    pub bot_session: Option<BotSession>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UpdateBotSessionRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(message, optional, tag = "2")]
+    pub bot_session: Option<BotSession>,
 }

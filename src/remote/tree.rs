@@ -76,45 +76,135 @@ impl Packer {
         names.sort();
         let mut d = Directory::default();
         for (name, p) in names {
-            let meta = fs::symlink_metadata(&p)?;
-            let ft = meta.file_type();
-            if ft.is_symlink() {
-                let target = fs::read_link(&p)?
-                    .into_os_string()
-                    .into_string()
-                    .map_err(|_| invalid(&p, "links to a path that is not UTF-8"))?;
-                d.symlinks.push(SymlinkNode { name, target });
-            } else if ft.is_dir() {
-                let (bytes, digest) = self.directory(&p, depth + 1)?;
-                if self.seen.insert(digest.clone()) {
-                    if self.directories {
-                        self.blobs
-                            .insert(digest.clone(), Blob::Bytes(bytes.clone()));
-                    }
-                    self.children.push(bytes);
-                }
-                d.directories.push(DirectoryNode {
-                    name,
-                    digest: Some(digest),
-                });
-            } else if ft.is_file() {
-                let digest = digest_file(&p)?;
-                self.blobs
-                    .entry(digest.clone())
-                    .or_insert(Blob::File(p.clone()));
-                d.files.push(FileNode {
-                    name,
-                    digest: Some(digest),
-                    is_executable: meta.permissions().mode() & 0o111 != 0,
-                });
-            } else {
-                return Err(invalid(&p, "is not a file, directory or symlink"));
-            }
+            self.node(&mut d, name, &p, depth)?;
         }
+        Ok(self.seal(&d))
+    }
+
+    /// Adds the file, directory or symlink at `p` to `d` as `name`.
+    fn node(&mut self, d: &mut Directory, name: String, p: &Path, depth: usize) -> io::Result<()> {
+        let meta = fs::symlink_metadata(p)?;
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            let target = fs::read_link(p)?
+                .into_os_string()
+                .into_string()
+                .map_err(|_| invalid(p, "links to a path that is not UTF-8"))?;
+            d.symlinks.push(SymlinkNode { name, target });
+        } else if ft.is_dir() {
+            let (bytes, digest) = self.directory(p, depth + 1)?;
+            self.subdirectory(d, name, bytes, digest);
+        } else if ft.is_file() {
+            let digest = digest_file(p)?;
+            self.blobs
+                .entry(digest.clone())
+                .or_insert(Blob::File(p.to_path_buf()));
+            d.files.push(FileNode {
+                name,
+                digest: Some(digest),
+                is_executable: meta.permissions().mode() & 0o111 != 0,
+            });
+        } else {
+            return Err(invalid(p, "is not a file, directory or symlink"));
+        }
+        Ok(())
+    }
+
+    fn subdirectory(&mut self, d: &mut Directory, name: String, bytes: Vec<u8>, digest: Digest) {
+        if self.seen.insert(digest.clone()) {
+            if self.directories {
+                self.blobs
+                    .insert(digest.clone(), Blob::Bytes(bytes.clone()));
+            }
+            self.children.push(bytes);
+        }
+        d.directories.push(DirectoryNode {
+            name,
+            digest: Some(digest),
+        });
+    }
+
+    /// The encoded Directory message and its digest.
+    fn seal(&self, d: &Directory) -> (Vec<u8>, Digest) {
         let bytes = d.encode_to_vec();
         let digest = digest_of(&bytes);
-        Ok((bytes, digest))
+        (bytes, digest)
     }
+
+    /// A directory made of `entries`, in canonical order.
+    fn entries(
+        &mut self,
+        mut entries: Vec<(String, Entry)>,
+        depth: usize,
+    ) -> io::Result<(Vec<u8>, Digest)> {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut d = Directory::default();
+        for (name, e) in entries {
+            match e {
+                Entry::Path(p) => self.node(&mut d, name, &p, depth)?,
+                Entry::Bytes(b) => {
+                    let digest = digest_of(&b);
+                    self.blobs.insert(digest.clone(), Blob::Bytes(b));
+                    d.files.push(FileNode {
+                        name,
+                        digest: Some(digest),
+                        is_executable: false,
+                    });
+                }
+                Entry::Dir(sub) => {
+                    let (bytes, digest) = self.entries(sub, depth + 1)?;
+                    self.subdirectory(&mut d, name, bytes, digest);
+                }
+            }
+        }
+        Ok(self.seal(&d))
+    }
+}
+
+/// One entry of an input root put together from several places.
+pub enum Entry {
+    /// A file, directory or symlink on disk.
+    Path(PathBuf),
+    /// A file with these contents.
+    Bytes(Vec<u8>),
+    Dir(Vec<(String, Entry)>),
+}
+
+/// Packs an input root made of `entries`: its digest, and every blob it names
+/// (the Directory messages included).
+pub fn pack_root(entries: Vec<(String, Entry)>) -> io::Result<(Digest, BTreeMap<Digest, Blob>)> {
+    let mut packer = Packer {
+        blobs: BTreeMap::new(),
+        children: Vec::new(),
+        seen: HashSet::new(),
+        directories: true,
+    };
+    let (bytes, root) = packer.entries(entries, 0)?;
+    packer.blobs.insert(root.clone(), Blob::Bytes(bytes));
+    Ok((root, packer.blobs))
+}
+
+/// Writes the input root `root` into `dest`, which must not exist: each
+/// Directory message read from the CAS by its digest, then every file.
+/// Returns the bytes fetched.
+pub fn unpack_root(
+    client: &Client,
+    root: &Digest,
+    dest: &Path,
+    batch_limit: u64,
+) -> Result<u64, RemoteError> {
+    let mut files = Vec::new();
+    let mut fetched = 0u64;
+    let mut queue = vec![(root.clone(), dest.to_path_buf(), 0usize)];
+    while let Some((digest, at, depth)) = queue.pop() {
+        let bytes = client.read_blob(&digest)?;
+        fetched += bytes.len() as u64;
+        let d = decode_dir(&bytes)?;
+        for (sub, path) in lay_out_one(&d, &at, depth, &mut files)? {
+            queue.push((sub, path, depth + 1));
+        }
+    }
+    Ok(fetched + fetch_files(client, &files, batch_limit)?)
 }
 
 fn invalid(path: &Path, what: &str) -> io::Error {
