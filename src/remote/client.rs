@@ -330,9 +330,11 @@ impl Client {
         })
     }
 
+    /// Opens a session; like an update, it may wait for work up to `wait`.
     pub fn create_bot_session(
         &self,
         session: proto::BotSession,
+        wait: Duration,
     ) -> Result<proto::BotSession, RemoteError> {
         self.unary(
             "/google.devtools.remoteworkers.v1test2.Bots/CreateBotSession",
@@ -340,7 +342,7 @@ impl Client {
                 parent: self.instance.clone(),
                 bot_session: Some(session),
             },
-            self.timeout,
+            wait,
         )
     }
 

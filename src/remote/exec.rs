@@ -106,7 +106,13 @@ impl Executor for Remote {
                     std::fs::remove_dir_all(&out)
                         .map_err(|e| StepError::io("cannot clear the build directory", e))?;
                 }
-                self.failed(step.id, e);
+                match e {
+                    RemoteError::Unreachable(_) => self.give_up(&e),
+                    e => crate::progress::warn(&format!(
+                        "remote {} cannot run {}: {e}; building it here",
+                        self.url, step.id
+                    )),
+                }
                 Ok(false)
             }
         }
@@ -177,10 +183,8 @@ impl Remote {
         let action = proto::Action {
             command_digest: Some(command_digest),
             input_root_digest: Some(root),
-            timeout: Some(prost_types::Duration {
-                seconds: i64::try_from(s.limits.time.as_secs()).unwrap_or(i64::MAX),
-                nanos: 0,
-            }),
+            // No timeout: servers cap it (BuildGrid at 2 h), and the worker's
+            // sandbox holds the step to its own limit, as here.
             platform: Some(platform),
             ..Default::default()
         }

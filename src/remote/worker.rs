@@ -71,14 +71,17 @@ pub fn serve(
             .collect(),
     };
     let mut session = client
-        .create_bot_session(BotSession {
-            bot_id: name.to_string(),
-            status: proto::BOT_OK,
-            worker: Some(proto::Worker {
-                devices: vec![device],
-            }),
-            ..Default::default()
-        })
+        .create_bot_session(
+            BotSession {
+                bot_id: name.to_string(),
+                status: proto::BOT_OK,
+                worker: Some(proto::Worker {
+                    devices: vec![device],
+                }),
+                ..Default::default()
+            },
+            POLL,
+        )
         .map_err(|e| format!("cannot join the worker pool: {e}"))?;
     crate::progress::note(&format!(
         "worker {name} joined {} with {} toolchain(s)",

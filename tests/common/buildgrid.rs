@@ -13,6 +13,92 @@ pub struct BuildGrid {
     child: Option<Child>,
     pub port: u16,
     pub dir: tempfile::TempDir,
+    /// The scheduler's database, for a server that executes.
+    _postgres: Option<Postgres>,
+}
+
+/// A private PostgreSQL cluster on 127.0.0.1 (Debian's postgresql 15), run as
+/// the `postgres` user when the test runs as root; stopped when dropped.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    as_root: bool,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let dir = tempfile::tempdir().unwrap();
+        let as_root = unsafe { libc::geteuid() } == 0;
+        if as_root {
+            let st = Command::new("chown")
+                .arg("postgres")
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(st.success(), "cannot chown the cluster's directory");
+        }
+        let pg = Postgres {
+            port: free_port(),
+            dir,
+            as_root,
+        };
+        let data = pg.dir.path().join("data");
+        let out = pg
+            .command("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "bgd", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {out:?}");
+        let out = pg
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .arg("-o")
+            .arg(format!(
+                "-h 127.0.0.1 -p {} -k {} -F",
+                pg.port,
+                pg.dir.path().display()
+            ))
+            .arg("-l")
+            .arg(pg.dir.path().join("postgres.log"))
+            .args(["-w", "-t", "60", "start"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_ctl start: {out:?}");
+        pg
+    }
+
+    fn command(&self, tool: &str) -> Command {
+        let bin = format!("{PG_BIN}/{tool}");
+        let mut c = if self.as_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", &bin]);
+            c
+        } else {
+            Command::new(bin)
+        };
+        c.stdin(Stdio::null());
+        c
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgresql://bgd@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "-t", "30", "stop"])
+            .output();
+    }
 }
 
 /// A port nothing listens on now.
@@ -47,8 +133,44 @@ impl BuildGrid {
         BuildGrid::start("!disk-storage &cas\n    path: {dir}/disk")
     }
 
+    /// A server that also executes: an in-memory CAS and action cache, the
+    /// Execution and Bots services over an SQL scheduler in a private
+    /// PostgreSQL. Actions are matched to workers by `bake-toolchain` (besides
+    /// OSFamily and ISA).
+    pub fn execution() -> BuildGrid {
+        let pg = Postgres::start();
+        let out = Command::new(bgd())
+            .args(["migrate", "apply", &pg.url()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "bgd migrate: {out:?}");
+        let extra = format!(
+            r#"connections:
+  - !sql-connection &sql
+    connection-string: {}
+schedulers:
+  - !sql-scheduler &scheduler
+    storage: *cas
+    sql: *sql
+    action-cache: *ac
+    bot-session-keepalive-timeout: 60
+    property-set: !dynamic-property-set
+      match-property-keys: [bake-toolchain]
+"#,
+            pg.url()
+        );
+        let services = "      - !execution\n        scheduler: *scheduler\n      - !bots\n        scheduler: *scheduler\n";
+        let mut bg = BuildGrid::configure("!lru-storage &cas\n    size: 1GB", &extra, services);
+        bg._postgres = Some(pg);
+        bg
+    }
+
     /// Starts `bgd server start` with `storage` as its CAS.
     pub fn start(storage: &str) -> BuildGrid {
+        BuildGrid::configure(storage, "", "")
+    }
+
+    fn configure(storage: &str, extra: &str, services: &str) -> BuildGrid {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let storage = storage.replace("{dir}", &dir.path().display().to_string());
@@ -67,7 +189,7 @@ caches:
     max-cached-refs: 100000
     allow-updates: true
     cache-failed-actions: false
-instances:
+{extra}instances:
   - name: ""
     services:
       - !action-cache
@@ -76,7 +198,7 @@ instances:
         storage: *cas
       - !bytestream
         storage: *cas
-"#
+{services}"#
         );
         let path = dir.path().join("buildgrid.yml");
         std::fs::write(&path, config).unwrap();
@@ -94,6 +216,7 @@ instances:
             child: Some(child),
             port,
             dir,
+            _postgres: None,
         };
         bg.wait_ready();
         bg
@@ -168,4 +291,65 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// The object path in a store that bake printed as an output.
 pub fn object_hash(path: &Path) -> String {
     path.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// A `bake worker` process, stopped (with what it runs) when dropped.
+pub struct Worker {
+    child: Option<Child>,
+    pub log: PathBuf,
+    _store: tempfile::TempDir,
+}
+
+impl Worker {
+    /// `bake worker RECIPE --server URL --name NAME` with a store of its own.
+    pub fn start(recipe: &Path, url: &str, name: &str) -> Worker {
+        let store = tempfile::tempdir().unwrap();
+        let log = store.path().join("worker.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_bake"))
+            .arg("worker")
+            .arg(recipe)
+            .arg("--cache")
+            .arg(store.path().join("store"))
+            .args(["--server", url, "--name", name])
+            .env_remove("BAKE_CACHE")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        Worker {
+            child: Some(child),
+            log,
+            _store: store,
+        }
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until the worker has joined the server's pool.
+    pub fn wait_joined(&self) {
+        let end = Instant::now() + Duration::from_secs(60);
+        while !self.output().contains("joined") {
+            assert!(
+                Instant::now() < end,
+                "the worker did not join within 60 s:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on the process group the worker leads.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
 }
