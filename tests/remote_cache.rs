@@ -308,3 +308,16 @@ fn two_stores_pushing_at_once_stay_consistent() {
     assert_eq!(hashes(&j3), hashes(&j1));
     assert_eq!(warnings(&stderr), 0, "{stderr}");
 }
+
+#[test]
+fn remote_exec_without_an_execution_service_builds_here_and_still_caches() {
+    let bg = BuildGrid::cache();
+    let p = project();
+    let (code, json, stderr) = build(&p, &bg.url(), &["--remote-exec", "--remote-upload"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(ids(&json["built"]), ["a", "b", "c"], "{stderr}");
+    assert_eq!(warnings(&stderr), 1, "{stderr}");
+    assert!(stderr.contains("cannot run steps"), "{stderr}");
+    assert!(stderr.contains("3 uploaded"), "{stderr}");
+    assert!(stderr.contains("0 run on workers"), "{stderr}");
+}

@@ -9,6 +9,7 @@
 //! only with a toolchain of that identity, which it runs from its own copy.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -71,6 +72,20 @@ pub fn platform(toolchain: Option<&str>) -> Platform {
     Platform { properties }
 }
 
+/// Where sending a step away failed.
+enum Failure {
+    /// Moving its inputs or outputs.
+    Cas(RemoteError),
+    /// Running it.
+    Execution(RemoteError),
+}
+
+impl From<RemoteError> for Failure {
+    fn from(e: RemoteError) -> Failure {
+        Failure::Cas(e)
+    }
+}
+
 /// How a step sent away ended.
 enum Ran {
     /// Its output is in `work/out`; it ran on this worker.
@@ -81,7 +96,7 @@ enum Ran {
 
 impl Executor for Remote {
     fn execute(&self, step: &ScriptStep<'_>, work: &Path, log: &Path) -> Result<bool, StepError> {
-        if !self.exec {
+        if !self.exec || self.exec_down.load(Ordering::Relaxed) {
             return Ok(false);
         }
         let Some(caps) = self.caps() else {
@@ -107,8 +122,17 @@ impl Executor for Remote {
                         .map_err(|e| StepError::io("cannot clear the build directory", e))?;
                 }
                 match e {
-                    RemoteError::Unreachable(_) => self.give_up(&e),
-                    e => crate::progress::warn(&format!(
+                    // Its Execution service (not its cache) is missing or down.
+                    Failure::Execution(RemoteError::Unreachable(why)) => {
+                        if !self.exec_down.swap(true, Ordering::Relaxed) {
+                            crate::progress::warn(&format!(
+                                "remote {} cannot run steps ({why}); running them here",
+                                self.url
+                            ));
+                        }
+                    }
+                    Failure::Cas(e @ RemoteError::Unreachable(_)) => self.give_up(&e),
+                    Failure::Execution(e) | Failure::Cas(e) => crate::progress::warn(&format!(
                         "remote {} cannot run {}: {e}; building it here",
                         self.url, step.id
                     )),
@@ -126,7 +150,7 @@ impl Remote {
         work: &Path,
         log: &Path,
         batch_limit: u64,
-    ) -> Result<Ran, RemoteError> {
+    ) -> Result<Ran, Failure> {
         let name_of = |p: &Path| p.file_name().map(|f| f.to_string_lossy().into_owned());
         let toolchain = s.toolchain.map(|t| t.identity.to_hex());
         let manifest = Manifest {
@@ -195,12 +219,13 @@ impl Remote {
         // Bounded by the step's own limit, and time to wait for a worker.
         let response = self
             .client
-            .execute(&action_digest, s.limits.time + QUEUE_WAIT)?;
+            .execute(&action_digest, s.limits.time + QUEUE_WAIT)
+            .map_err(Failure::Execution)?;
         if let Some(status) = response.status.filter(|st| st.code != 0) {
-            return Err(RemoteError::Unreachable(format!(
+            return Err(Failure::Execution(RemoteError::Refused(format!(
                 "the execution failed: {}",
                 status.message
-            )));
+            ))));
         }
         let result = response.result.unwrap_or_default();
         let worker = result

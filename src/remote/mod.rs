@@ -62,6 +62,8 @@ pub struct Remote {
     caps: OnceLock<Option<Capabilities>>,
     /// Set after the remote failed: the rest of the run goes without it.
     down: AtomicBool,
+    /// Set after its Execution service failed: steps run here from then on.
+    exec_down: AtomicBool,
     stats: Mutex<Stats>,
 }
 
@@ -131,6 +133,7 @@ impl Remote {
             executed: Mutex::new(Vec::new()),
             caps: OnceLock::new(),
             down: AtomicBool::new(false),
+            exec_down: AtomicBool::new(false),
             stats: Mutex::new(Stats::default()),
         })
     }
