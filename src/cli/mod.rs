@@ -220,9 +220,12 @@ enum Command {
         /// The server: grpc://HOST:PORT[/INSTANCE] or grpcs://HOST[:PORT][/INSTANCE]
         #[arg(long, value_name = "URL")]
         server: String,
-        /// The environment variable holding a bearer token for the server
+        /// The environment variable holding a token for the server (`authorization: Bearer`)
         #[arg(long, value_name = "VAR")]
         remote_token_env: Option<String>,
+        /// Send the token as it is in this header instead
+        #[arg(long, value_name = "NAME", requires = "remote_token_env")]
+        remote_token_header: Option<String>,
         /// The bot's name [default: HOSTNAME-PID]
         #[arg(long)]
         name: Option<String>,
@@ -288,9 +291,13 @@ struct RemoteArgs {
     /// grpc://HOST:PORT[/INSTANCE] or grpcs://HOST[:PORT][/INSTANCE]
     #[arg(long = "remote", env = "BAKE_REMOTE", value_name = "URL")]
     remote: Option<String>,
-    /// The environment variable holding a bearer token for the remote
+    /// The environment variable holding a token for the remote, sent as
+    /// `authorization: Bearer TOKEN`
     #[arg(long, value_name = "VAR")]
     remote_token_env: Option<String>,
+    /// Send the token as it is in this header instead (BuildBuddy: x-buildbuddy-api-key)
+    #[arg(long, value_name = "NAME", requires = "remote_token_env")]
+    remote_token_header: Option<String>,
     /// Upload what is built here to the remote [default: when CI is set]
     #[arg(long, overrides_with = "no_remote_upload")]
     remote_upload: bool,
@@ -307,7 +314,8 @@ struct RemoteArgs {
 
 impl RemoteArgs {
     fn open(&self) -> Result<Option<crate::remote::Remote>, Failure> {
-        let Some(url) = &self.remote else {
+        // An empty BAKE_REMOTE (a CI secret that is not set) is no remote.
+        let Some(url) = self.remote.as_ref().filter(|u| !u.is_empty()) else {
             return Ok(None);
         };
         // CI runners fill the cache that the next runner and every developer read.
@@ -316,6 +324,7 @@ impl RemoteArgs {
         crate::remote::Remote::new(crate::remote::Options {
             url: url.clone(),
             token_env: self.remote_token_env.clone(),
+            token_header: self.remote_token_header.clone(),
             upload,
             exec: self.remote_exec,
             timeout: std::time::Duration::from_secs(self.remote_timeout.max(1)),
@@ -538,9 +547,16 @@ pub fn main() -> i32 {
             recipe,
             server,
             remote_token_env,
+            remote_token_header,
             name,
             jobs,
-        } => cmd_worker(&recipe, &server, remote_token_env, name, jobs),
+        } => cmd_worker(
+            &recipe,
+            &server,
+            (remote_token_env, remote_token_header),
+            name,
+            jobs,
+        ),
         Command::Completions { shell } => {
             print_completions(shell, &mut Cli::command());
             Ok(())

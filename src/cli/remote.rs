@@ -7,7 +7,7 @@ use crate::remote::{Remote, WorkerToolchain};
 pub(super) fn cmd_worker(
     recipe: &RecipeArgs,
     server: &str,
-    token_env: Option<String>,
+    (token_env, token_header): (Option<String>, Option<String>),
     name: Option<String>,
     jobs: Option<usize>,
 ) -> Result<(), Failure> {
@@ -29,6 +29,7 @@ pub(super) fn cmd_worker(
     let remote = Remote::new(crate::remote::Options {
         url: server.to_string(),
         token_env,
+        token_header,
         upload: true,
         exec: false,
         timeout: std::time::Duration::from_secs(30),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use prost::Message as _;
 use sha2::{Digest as _, Sha256};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::metadata::{Ascii, MetadataValue};
+use tonic::metadata::{Ascii, MetadataKey, MetadataValue};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Streaming};
 use tonic_prost::ProstCodec;
@@ -109,7 +109,8 @@ pub struct Client {
     rt: tokio::runtime::Runtime,
     channel: Channel,
     pub instance: String,
-    auth: Option<MetadataValue<Ascii>>,
+    /// The header carrying the token, and its value.
+    auth: Option<(MetadataKey<Ascii>, MetadataValue<Ascii>)>,
     /// How long one call may take, besides what its bytes need.
     timeout: Duration,
 }
@@ -121,7 +122,7 @@ impl Client {
         endpoint: &str,
         tls: bool,
         instance: String,
-        token: Option<String>,
+        auth: Option<(String, String)>,
         timeout: Duration,
     ) -> Result<Client, String> {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -143,11 +144,14 @@ impl Client {
             let _guard = rt.enter();
             ep.connect_lazy()
         };
-        let auth = token
-            .map(|t| {
-                format!("Bearer {t}")
+        let auth = auth
+            .map(|(name, value)| {
+                let name = MetadataKey::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("`{name}` is not a valid header name"))?;
+                let value = value
                     .parse()
-                    .map_err(|_| "the token is not a valid header value".to_string())
+                    .map_err(|_| "the token is not a valid header value".to_string())?;
+                Ok::<_, String>((name, value))
             })
             .transpose()?;
         Ok(Client {
@@ -161,8 +165,8 @@ impl Client {
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(message);
-        if let Some(a) = &self.auth {
-            r.metadata_mut().insert("authorization", a.clone());
+        if let Some((name, value)) = &self.auth {
+            r.metadata_mut().insert(name.clone(), value.clone());
         }
         r
     }

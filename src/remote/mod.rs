@@ -40,8 +40,10 @@ const SALT: &[u8] = b"bake-remote-v1";
 pub struct Options {
     /// `grpc://HOST:PORT[/INSTANCE]` or `grpcs://HOST[:PORT][/INSTANCE]`.
     pub url: String,
-    /// The environment variable holding a bearer token, if any.
+    /// The environment variable holding a token, if any.
     pub token_env: Option<String>,
+    /// The header the token goes in as it is; None: `authorization: Bearer TOKEN`.
+    pub token_header: Option<String>,
     /// Upload what is built here.
     pub upload: bool,
     /// Send script steps to the Execution service.
@@ -124,7 +126,12 @@ impl Remote {
                 }
             },
         };
-        let client = Client::new(&endpoint, tls, instance, token, options.timeout)?;
+        let header = match (token, &options.token_header) {
+            (None, _) => None,
+            (Some(t), None) => Some(("authorization".to_string(), format!("Bearer {t}"))),
+            (Some(t), Some(h)) => Some((h.to_ascii_lowercase(), t)),
+        };
+        let client = Client::new(&endpoint, tls, instance, header, options.timeout)?;
         Ok(Remote {
             url: options.url,
             client,
