@@ -246,8 +246,11 @@ impl<'a> Realiser<'a> {
             return Ok(found);
         }
         progress.started(inst.id.as_str());
-        if let (false, Some(found)) = (forced, self.fetch_remote(i, key, &desc, &deps)?) {
-            return Ok(found);
+        // A forced rerun (bake check, test --rerun) runs here whatever the remote has.
+        if !forced {
+            if let Some(found) = self.fetch_remote(i, key, &desc, &deps)? {
+                return Ok(found);
+            }
         }
         let inputs = self.inputs(i, realised)?;
         let step = self.step(i, key, &inputs);
