@@ -27,6 +27,8 @@ pub struct Toolchain {
 /// How long one UpdateBotSession may wait for work (the server answers at
 /// 80% of it); also the longest a stop request waits.
 const POLL: Duration = Duration::from_secs(10);
+/// How long a worker that lost its session waits before joining again.
+const REJOIN: Duration = Duration::from_secs(5);
 /// How often a worker says it is alive while a lease runs.
 const KEEPALIVE: Duration = Duration::from_secs(2);
 
@@ -40,7 +42,7 @@ const DIGEST_TYPE: &str = "type.googleapis.com/build.bazel.remote.execution.v2.D
 const RESULT_TYPE: &str = "type.googleapis.com/build.bazel.remote.execution.v2.ActionResult";
 
 /// Serves leases as bot `name` until bake is interrupted; an error when the
-/// server cannot be reached or drops the session.
+/// server cannot be reached at the start.
 pub fn serve(
     remote: &Remote,
     store: &Store,
@@ -70,19 +72,22 @@ pub fn serve(
             })
             .collect(),
     };
-    let mut session = client
-        .create_bot_session(
+    let join = || {
+        client.create_bot_session(
             BotSession {
                 bot_id: name.to_string(),
                 status: proto::BOT_OK,
                 worker: Some(proto::Worker {
-                    devices: vec![device],
+                    devices: vec![device.clone()],
                 }),
                 ..Default::default()
             },
             POLL,
         )
-        .map_err(|e| format!("cannot join the worker pool: {e}"))?;
+    };
+    // A server that is not there at the start is an error; one lost later is
+    // joined again, every few seconds, until bake is stopped.
+    let mut session = join().map_err(|e| format!("cannot join the worker pool: {e}"))?;
     crate::progress::note(&format!(
         "worker {name} joined {} with {} toolchain(s)",
         remote.url,
@@ -135,9 +140,22 @@ pub fn serve(
                 })
             });
         }
-        session = client
-            .update_bot_session(session, POLL)
-            .map_err(|e| format!("the server dropped the worker session: {e}"))?;
+        match client.update_bot_session(session.clone(), POLL) {
+            Ok(s) => session = s,
+            Err(e) => {
+                crate::progress::warn(&format!(
+                    "worker {name} lost its session ({e}); joining again in {}s",
+                    REJOIN.as_secs()
+                ));
+                let until = Instant::now() + REJOIN;
+                while Instant::now() < until && crate::interrupt::requested().is_none() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                if let Ok(s) = join() {
+                    session = s;
+                }
+            }
+        }
         session.leases.retain(|l| l.state != proto::LEASE_CANCELLED);
     }
 }
