@@ -369,3 +369,47 @@ fn fetch_files(client: &Client, files: &[Wanted], batch_limit: u64) -> Result<u6
     }
     Ok(fetched)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The root Directory of a packed tree, and its digest.
+    fn root_of(packed: &Packed) -> Digest {
+        let tree = TreeBytes::decode(packed.tree.as_slice()).unwrap();
+        digest_of(&tree.root)
+    }
+
+    #[test]
+    fn an_input_root_put_together_is_the_directory_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::create_dir(d.join("src")).unwrap();
+        fs::write(d.join("src/main.c"), "int main;\n").unwrap();
+        fs::write(d.join("step.json"), "{}").unwrap();
+        std::os::unix::fs::symlink("main.c", d.join("src/link")).unwrap();
+        fs::create_dir(d.join("inputs")).unwrap();
+        let whole = pack(d, true).unwrap();
+        // Given out of order, from the same files and bytes.
+        let (root, blobs) = pack_root(vec![
+            ("step.json".into(), Entry::Bytes(b"{}".to_vec())),
+            ("inputs".into(), Entry::Dir(Vec::new())),
+            ("src".into(), Entry::Path(d.join("src"))),
+        ])
+        .unwrap();
+        assert_eq!(root, root_of(&whole));
+        // The same blobs: the files, and every Directory (the root's included).
+        assert_eq!(
+            blobs.keys().collect::<Vec<_>>(),
+            whole.blobs.keys().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn names_that_leave_the_tree_are_refused() {
+        for bad in ["", ".", "..", "a/b", "a\0b"] {
+            assert!(safe_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(safe_name("a.b").is_ok());
+    }
+}
