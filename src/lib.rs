@@ -24,6 +24,7 @@ mod progress;
 mod realise;
 mod recipe;
 mod release;
+mod remote;
 mod store;
 mod sysext;
 mod units;

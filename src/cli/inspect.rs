@@ -118,30 +118,58 @@ fn dot_id(s: &str) -> String {
     format!("\"{escaped}\"")
 }
 
-pub(super) fn cmd_plan(recipe: &RecipeArgs, targets: &[String], json: bool) -> Result<(), Failure> {
+pub(super) fn cmd_plan(
+    recipe: &RecipeArgs,
+    targets: &[String],
+    json: bool,
+    remote: &RemoteArgs,
+) -> Result<(), Failure> {
     let eval = recipe.evaluate()?;
     let store = recipe.open_store()?;
     let (_, wanted) = select(&eval, targets)?;
-    let settled = settle(&eval, &store, &wanted);
+    let remote = remote.open()?;
+    let settled = realise::settle_with_remote(&eval, &store, &wanted, remote.as_ref());
     let id = |i: usize| eval.instance(i).id.as_str();
+    let from_remote: Vec<&str> = settled.remote().map(id).collect();
     if json {
         let build: Vec<_> = settled
             .todo()
             .map(|(i, reason)| json!({"id": id(i), "reason": reason.to_string()}))
             .collect();
         let cached: Vec<&str> = settled.ready().map(|(i, _)| id(i)).collect();
-        outln!("{:#}", json!({"build": build, "cached": cached}));
+        let mut doc = json!({"build": build, "cached": cached});
+        if remote.is_some() {
+            doc["remote"] = json!(from_remote);
+        }
+        outln!("{doc:#}");
         return Ok(());
     }
-    let width = settled.todo().map(|(i, _)| id(i).len()).max().unwrap_or(0);
+    let width = settled
+        .todo()
+        .map(|(i, _)| id(i).len())
+        .chain(from_remote.iter().map(|r| r.len()))
+        .max()
+        .unwrap_or(0);
     for (i, reason) in settled.todo() {
         outln!("build  {:<width$}  {reason}", id(i));
     }
-    outln!(
-        "{} to build, {} cached",
-        settled.todo().count(),
-        settled.ready().count()
-    );
+    for r in &from_remote {
+        outln!("remote {r:<width$}  in the remote cache");
+    }
+    if remote.is_some() {
+        outln!(
+            "{} to build, {} from the remote, {} cached",
+            settled.todo().count(),
+            from_remote.len(),
+            settled.ready().count()
+        );
+    } else {
+        outln!(
+            "{} to build, {} cached",
+            settled.todo().count(),
+            settled.ready().count()
+        );
+    }
     Ok(())
 }
 

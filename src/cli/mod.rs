@@ -34,6 +34,7 @@ mod check;
 mod docs;
 mod inspect;
 mod rebuild;
+mod remote;
 mod run;
 mod sources;
 mod test;
@@ -43,6 +44,7 @@ use check::*;
 use docs::*;
 use inspect::*;
 use rebuild::*;
+use remote::*;
 use run::*;
 use sources::*;
 use test::*;
@@ -97,9 +99,11 @@ enum Command {
         recipe: RecipeArgs,
         /// Names (every instance) or instance ids; all when none
         targets: Vec<String>,
-        /// Print {"build":[{"id","reason"}],"cached":[ids]}
+        /// Print {"build":[{"id","reason"}],"cached":[ids],"remote":[ids]}
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Build the targets and what they need; only what changed runs
     Build {
@@ -109,7 +113,7 @@ enum Command {
         targets: Vec<String>,
         #[command(flatten)]
         run: RunArgs,
-        /// End with {"built":[ids],"cached":[ids],"failed":[ids],"outputs":{id:path}}
+        /// End with {"built":[ids],"cached":[ids],"remote":[ids],"failed":[ids],"outputs":{id:path}}
         #[arg(long)]
         json: bool,
         /// Where to link the targets' outputs [default: out/ beside the store]
@@ -246,6 +250,27 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Join a Remote Workers API server's pool (BuildGrid) and run the steps
+    /// it leases, with the toolchains the recipe declares that are installed here
+    Worker {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// The server: grpc://HOST:PORT[/INSTANCE] or grpcs://HOST[:PORT][/INSTANCE]
+        #[arg(long, value_name = "URL")]
+        server: String,
+        /// The environment variable holding a token for the server (`authorization: Bearer`)
+        #[arg(long, value_name = "VAR")]
+        remote_token_env: Option<String>,
+        /// Send the token as it is in this header instead
+        #[arg(long, value_name = "NAME", requires = "remote_token_env")]
+        remote_token_header: Option<String>,
+        /// The bot's name [default: HOSTNAME-PID]
+        #[arg(long)]
+        name: Option<String>,
+        /// Parallel jobs a step may use [default: the number of cores]
+        #[arg(short = 'j', long)]
+        jobs: Option<usize>,
+    },
     /// Print a shell completion script: bake completions bash > /etc/bash_completion.d/bake
     Completions {
         /// The shell
@@ -316,6 +341,57 @@ struct RunArgs {
     keep_going: bool,
     #[command(flatten)]
     fetch: FetchArgs,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(Args)]
+struct RemoteArgs {
+    /// A Remote Execution API v2 cache (BuildGrid, Buildbarn, BuildBuddy, ...):
+    /// grpc://HOST:PORT[/INSTANCE] or grpcs://HOST[:PORT][/INSTANCE]
+    #[arg(long = "remote", env = "BAKE_REMOTE", value_name = "URL")]
+    remote: Option<String>,
+    /// The environment variable holding a token for the remote, sent as
+    /// `authorization: Bearer TOKEN`
+    #[arg(long, value_name = "VAR")]
+    remote_token_env: Option<String>,
+    /// Send the token as it is in this header instead (BuildBuddy: x-buildbuddy-api-key)
+    #[arg(long, value_name = "NAME", requires = "remote_token_env")]
+    remote_token_header: Option<String>,
+    /// Upload what is built here to the remote [default: when CI is set]
+    #[arg(long, overrides_with = "no_remote_upload")]
+    remote_upload: bool,
+    /// Do not upload to the remote, even in CI
+    #[arg(long, overrides_with = "remote_upload")]
+    no_remote_upload: bool,
+    /// Run script steps on the remote's workers (its Execution service)
+    #[arg(long, requires = "remote")]
+    remote_exec: bool,
+    /// Seconds one call to the remote may take (plus 1 s per MiB it moves)
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    remote_timeout: u64,
+}
+
+impl RemoteArgs {
+    fn open(&self) -> Result<Option<crate::remote::Remote>, Failure> {
+        // An empty BAKE_REMOTE (a CI secret that is not set) is no remote.
+        let Some(url) = self.remote.as_ref().filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        // CI runners fill the cache that the next runner and every developer read.
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        let upload = self.remote_upload || (ci && !self.no_remote_upload);
+        crate::remote::Remote::new(crate::remote::Options {
+            url: url.clone(),
+            token_env: self.remote_token_env.clone(),
+            token_header: self.remote_token_header.clone(),
+            upload,
+            exec: self.remote_exec,
+            timeout: std::time::Duration::from_secs(self.remote_timeout.max(1)),
+        })
+        .map(Some)
+        .map_err(|e| Failure::usage(format!("--remote: {e}")))
+    }
 }
 
 #[derive(Args)]
@@ -363,6 +439,7 @@ impl RunArgs {
             jobs: self.jobs.unwrap_or(cores).max(1),
             keep_going: self.keep_going,
             fetch: self.fetch.options()?,
+            remote: self.remote.open()?,
         })
     }
 }
@@ -488,7 +565,8 @@ pub fn main() -> i32 {
             recipe,
             targets,
             json,
-        } => cmd_plan(&recipe, &targets, json),
+            remote,
+        } => cmd_plan(&recipe, &targets, json, &remote),
         Command::Build {
             recipe,
             targets,
@@ -562,6 +640,20 @@ pub fn main() -> i32 {
             store,
         } => cmd_gc(&recipes, dry_run, &store),
         Command::Verify { store } => cmd_verify(&store),
+        Command::Worker {
+            recipe,
+            server,
+            remote_token_env,
+            remote_token_header,
+            name,
+            jobs,
+        } => cmd_worker(
+            &recipe,
+            &server,
+            (remote_token_env, remote_token_header),
+            name,
+            jobs,
+        ),
         Command::Completions { shell } => {
             print_completions(shell, &mut Cli::command());
             Ok(())

@@ -47,6 +47,24 @@ pub(super) fn report_failures(eval: &Evaluation, report: &realise::Report) {
     }
 }
 
+/// What the remote cache gave and took, when one is used.
+pub(super) fn report_remote(realiser: &Realiser) {
+    if let Some(remote) = realiser.remote() {
+        let s = remote.stats();
+        let executed = match remote.executes() {
+            true => format!(", {} run on workers", s.executed),
+            false => String::new(),
+        };
+        errln!(
+            "remote: {} fetched ({}), {} uploaded ({}){executed}",
+            s.fetched,
+            crate::units::show_size(s.bytes_down),
+            s.pushed,
+            crate::units::show_size(s.bytes_up)
+        );
+    }
+}
+
 /// The exit status of an interrupted command: 128 + the signal (130, 143).
 pub(super) fn interrupted() -> Result<(), Failure> {
     match crate::interrupt::requested() {
@@ -72,8 +90,10 @@ pub(super) fn cmd_build(
     let store = recipe.open_store()?;
     let (selected, wanted) = select(&eval, targets)?;
     stop_on_signals();
-    let report = Realiser::new(&eval, &store, run.options()?).build(&wanted);
+    let realiser = Realiser::new(&eval, &store, run.options()?);
+    let report = realiser.build(&wanted);
     report_failures(&eval, &report);
+    report_remote(&realiser);
     if let Some(file) = &trace.trace {
         let doc = realise::chrome_trace(&eval, &report, origin, evaluated);
         if let Err(e) = std::fs::write(file, format!("{doc}\n")) {
@@ -115,16 +135,29 @@ pub(super) fn cmd_build(
                 ))
             })
             .collect();
-        let doc = json!({
+        let mut doc = json!({
             "built": report.built.iter().map(id).collect::<Vec<_>>(),
             "cached": report.cached.iter().map(id).collect::<Vec<_>>(),
+            "remote": report.remote.iter().map(id).collect::<Vec<_>>(),
             "failed": failed,
             "outputs": outputs,
         });
+        if let Some(remote) = realiser.remote().filter(|r| r.executes()) {
+            let executed: serde_json::Map<String, serde_json::Value> = remote
+                .executed()
+                .into_iter()
+                .map(|(id, worker)| (id.to_string(), worker.into()))
+                .collect();
+            doc["executed"] = executed.into();
+        }
         outln!("{doc:#}");
     } else {
+        let remote = match realiser.remote() {
+            Some(_) => format!("{} from the remote, ", report.remote.len()),
+            None => String::new(),
+        };
         errln!(
-            "{} built, {} cached, {} failed, {} not run",
+            "{} built, {remote}{} cached, {} failed, {} not run",
             report.built.len(),
             report.cached.len(),
             report.failed.len(),

@@ -17,6 +17,7 @@ pub(super) fn cmd_fetch(
         jobs: jobs.max(1),
         keep_going: true,
         fetch: fetch.options()?,
+        remote: None,
     };
     stop_on_signals();
     let report = Realiser::new(&eval, &store, options).build(&sources);

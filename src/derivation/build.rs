@@ -172,38 +172,46 @@ impl BuildSpec {
             Spec::Toolchain(t) => Some((i.name, i.id, t)),
             _ => None,
         });
-        let mut env: BTreeMap<String, String> = BTreeMap::new();
-        let mut path = Vec::new();
-        let mut mounts = Vec::new();
-        let mut cache = None;
-        if let Some((name, _, t)) = toolchain {
-            env.insert("HOST".into(), t.target.clone());
-            env.extend(t.env.iter().cloned());
-            if let Some(var) = &t.cache {
-                let dir = cx.variation().and_then(|v| v.cache(name));
-                cache = Some((var.clone(), dir.unwrap_or_else(|| cx.store.toolchain_cache(name))));
-            }
-            path.extend(t.paths.iter().cloned());
-            mounts.extend(t.paths.iter().chain(&t.mounts).cloned());
-        }
-        env.extend(self.env.iter().cloned());
-        let step = crate::exec::Step {
-            script: self.apply_patches(work)? + &self.script,
-            env,
-            path,
-            inputs: cx
-                .inputs(Role::Input)
-                .filter_map(|i| Some((i.name.to_string(), i.realised.path.clone()?)))
-                .collect(),
-            files: self.files.clone(),
-            mounts,
-            cache,
+        let script = self.apply_patches(work)? + &self.script;
+        let inputs: Vec<(String, PathBuf)> = cx
+            .inputs(Role::Input)
+            .filter_map(|i| Some((i.name.to_string(), i.realised.path.clone()?)))
+            .collect();
+        let log = cx.log_path();
+        let sent = ScriptStep {
+            id: cx.id,
+            script: &script,
+            env: &self.env,
+            toolchain: toolchain.map(|(_, _, t)| t),
+            inputs: &inputs,
+            files: &self.files,
             jobs: cx.jobs,
-            source_date_epoch: SOURCE_DATE_EPOCH,
             limits: self.limits,
-            confinement: self.confinement,
-            variation: cx.variation().cloned(),
         };
+        // A privileged step needs this machine, and a check's rebuild its
+        // variation: neither is sent elsewhere.
+        if let (Some(executor), Confinement::Confined, None) =
+            (cx.executor, self.confinement, &cx.rebuild)
+        {
+            if executor.execute(&sent, work, &log)? {
+                return Ok(Produced::Tree);
+            }
+        }
+        let mut step = sandbox_step(
+            sent,
+            toolchain.map(|(name, _, _)| name),
+            self.confinement,
+            cx.store,
+        );
+        if let Some(v) = cx.variation() {
+            // A varied rebuild starts from empty toolchain caches of its own.
+            if let (Some((var, _)), Some((name, _, _))) = (&step.cache, toolchain) {
+                if let Some(dir) = v.cache(name) {
+                    step.cache = Some((var.clone(), dir));
+                }
+            }
+            step.variation = Some(v.clone());
+        }
         // zig's cache has shown a race when two links for one target first need
         // the same new artifact at once ("C compiler cannot create executables"):
         // steps sharing a toolchain cache run one at a time per target.
@@ -215,8 +223,46 @@ impl BuildSpec {
             ),
             _ => None,
         };
-        crate::exec::run(&step, work, &cx.log_path())?;
+        crate::exec::run(&step, work, &log)?;
         Ok(Produced::Tree)
+    }
+}
+
+/// The sandbox's view of a script step: the toolchain's target, variables and
+/// paths, then the step's own; the same here and on a remote worker.
+pub fn sandbox_step(
+    s: ScriptStep<'_>,
+    toolchain_name: Option<&NodeName>,
+    confinement: Confinement,
+    store: &Store,
+) -> crate::exec::Step {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let mut path = Vec::new();
+    let mut mounts = Vec::new();
+    let mut cache = None;
+    if let Some(t) = s.toolchain {
+        env.insert("HOST".into(), t.target.clone());
+        env.extend(t.env.iter().cloned());
+        if let (Some(var), Some(name)) = (&t.cache, toolchain_name) {
+            cache = Some((var.clone(), store.toolchain_cache(name)));
+        }
+        path.extend(t.paths.iter().cloned());
+        mounts.extend(t.paths.iter().chain(&t.mounts).cloned());
+    }
+    env.extend(s.env.iter().cloned());
+    crate::exec::Step {
+        script: s.script.to_string(),
+        env,
+        path,
+        inputs: s.inputs.to_vec(),
+        files: s.files.to_vec(),
+        mounts,
+        cache,
+        jobs: s.jobs,
+        source_date_epoch: SOURCE_DATE_EPOCH,
+        limits: s.limits,
+        confinement,
+        variation: None,
     }
 }
 

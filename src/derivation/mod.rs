@@ -12,6 +12,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use build::sandbox_step;
 pub use describe::{explain, key, snapshot, Change, DepKey, Description, Snapshot};
 pub use expand::{AxisUses, Expand};
 pub use toolchain::check_toolchains;
@@ -289,7 +290,32 @@ pub struct Step<'a> {
     pub jobs: usize,
     /// Whether this is `bake check`'s rebuild, and what it changes.
     pub rebuild: Option<Option<Variation>>,
+    /// Where scripts run when not here (remote execution).
+    pub executor: Option<&'a dyn Executor>,
     work: OnceCell<TmpDir>,
+}
+
+/// A script step as it can be sent elsewhere: the parts a sandbox is made of
+/// there, the toolchain by its identity (the other side has its own copy).
+#[derive(Clone, Copy)]
+pub struct ScriptStep<'a> {
+    pub id: &'a InstanceId,
+    pub script: &'a str,
+    /// The step's own variables, without the toolchain's.
+    pub env: &'a [(String, String)],
+    pub toolchain: Option<&'a ToolchainSpec>,
+    pub inputs: &'a [(String, PathBuf)],
+    pub files: &'a [PathBuf],
+    pub jobs: usize,
+    pub limits: crate::exec::Limits,
+}
+
+/// Runs script steps somewhere else than this machine's sandbox.
+pub trait Executor: Sync {
+    /// Runs `step` with `work` as its build directory (`src/` and `patches/`
+    /// placed), leaving its output in `work/out` and its log at `log`, as
+    /// `exec::run` does; Ok(false) when it cannot, and the step runs here.
+    fn execute(&self, step: &ScriptStep<'_>, work: &Path, log: &Path) -> Result<bool, StepError>;
 }
 
 impl<'a> Step<'a> {
@@ -311,6 +337,7 @@ impl<'a> Step<'a> {
             fetcher,
             jobs,
             rebuild: None,
+            executor: None,
             work: OnceCell::new(),
         }
     }
@@ -332,6 +359,12 @@ impl<'a> Step<'a> {
             Some(_) => self.store.rebuild_log_path(&self.key),
             None => self.store.log_path(&self.key),
         }
+    }
+
+    /// Sends the step's script to `executor` instead of running it here.
+    pub fn with_executor(mut self, executor: Option<&'a dyn Executor>) -> Self {
+        self.executor = executor;
+        self
     }
 
     /// The step's scratch directory in the store, made on first use.

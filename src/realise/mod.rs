@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 pub use check::Checked;
-pub use settle::{build_key, dep_keys, settle, State};
+pub use settle::{build_key, dep_keys, settle, settle_with_remote, State};
 pub use trace::{chrome_trace, critical_path, Span};
 
 use crate::derivation::{snapshot, Identity, Input, Lookup, Produced, Realised, Step, StepError};
@@ -21,6 +21,7 @@ use crate::graph::Selection;
 use crate::hash::{BuildKey, OutputHash};
 use crate::names::InstanceId;
 use crate::progress::Progress;
+use crate::remote::Remote;
 use crate::schedule::{self, Outcome};
 use crate::store::hash_tree;
 use crate::store::Store;
@@ -30,12 +31,16 @@ pub struct Options {
     pub jobs: usize,
     pub keep_going: bool,
     pub fetch: FetchOptions,
+    /// A shared cache to look in before building, and to fill after.
+    pub remote: Option<Remote>,
 }
 
 /// The end of a build, per instance.
 pub struct Report {
     pub built: Vec<usize>,
     pub cached: Vec<usize>,
+    /// Fetched from the remote cache, not built here.
+    pub remote: Vec<usize>,
     pub failed: Vec<(usize, StepError)>,
     /// Stopped while running: bake was interrupted.
     pub interrupted: Vec<usize>,
@@ -65,6 +70,9 @@ pub struct Realiser<'a> {
     intact: Mutex<HashSet<OutputHash>>,
     /// Instances produced again even if the store has them.
     force: Selection,
+    remote: Option<Remote>,
+    /// Instances this run took from the remote.
+    from_remote: Mutex<HashSet<usize>>,
 }
 
 impl<'a> Realiser<'a> {
@@ -77,7 +85,21 @@ impl<'a> Realiser<'a> {
             keep_going: options.keep_going,
             intact: Mutex::new(HashSet::new()),
             force: Selection::from_fn(0, |_| false),
+            remote: options.remote,
+            from_remote: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// The remote this realiser uses, if any.
+    pub fn remote(&self) -> Option<&Remote> {
+        self.remote.as_ref()
+    }
+
+    fn took_from_remote(&self, i: usize) -> bool {
+        self.from_remote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&i)
     }
 
     /// Produces the instances in `force` again, whatever the store has.
@@ -110,6 +132,7 @@ impl<'a> Realiser<'a> {
         let mut report = Report {
             built: Vec::new(),
             cached: settled.ready().map(|(i, _)| i).collect(),
+            remote: Vec::new(),
             failed: Vec::new(),
             interrupted: Vec::new(),
             durations: BTreeMap::new(),
@@ -145,6 +168,7 @@ impl<'a> Realiser<'a> {
                 let started = Instant::now();
                 let result = self.realise(i, &realised, &progress);
                 let what = match &result {
+                    Ok(_) if self.took_from_remote(i) => "remote",
                     Ok(r) if r.built => "built",
                     Ok(_) => "cached",
                     Err(e) if e.is_interrupted() => "stopped",
@@ -186,7 +210,9 @@ impl<'a> Realiser<'a> {
             match r {
                 None => {}
                 Some(Outcome::Done(r)) => {
-                    if r.built {
+                    if self.took_from_remote(i) {
+                        report.remote.push(i);
+                    } else if r.built {
                         report.built.push(i);
                     } else {
                         report.cached.push(i);
@@ -236,6 +262,12 @@ impl<'a> Realiser<'a> {
             return Ok(found);
         }
         progress.started(inst.id.as_str());
+        // A forced rerun (bake check, test --rerun) runs here whatever the remote has.
+        if !forced {
+            if let Some(found) = self.fetch_remote(i, key, &desc, &deps)? {
+                return Ok(found);
+            }
+        }
         let inputs = self.inputs(i, realised)?;
         let step = self.step(i, key, &inputs);
         match inst.spec.produce(&step)? {
@@ -267,14 +299,69 @@ impl<'a> Realiser<'a> {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(output);
+                let path = self.store.object_path(&output);
+                if let Some(remote) = &self.remote {
+                    remote.push(&inst.id, inst.kind().name(), &key, &path, &output);
+                }
                 Ok(Realised {
                     key,
-                    path: Some(self.store.object_path(&output)),
+                    path: Some(path),
                     output: Some(output),
                     built: true,
                 })
             }
         }
+    }
+
+    /// Instance `i`'s output from the remote cache, committed to the store as
+    /// a build here would be, once its tree has the output hash recorded with it.
+    fn fetch_remote(
+        &self,
+        i: usize,
+        key: BuildKey,
+        desc: &crate::derivation::Description,
+        deps: &[crate::derivation::DepKey],
+    ) -> Result<Option<Realised>, StepError> {
+        let inst = self.eval.instance(i);
+        let Some(remote) = &self.remote else {
+            return Ok(None);
+        };
+        if inst.spec.identity() != Identity::Output {
+            return Ok(None);
+        }
+        let work = self
+            .store
+            .tmp_dir()
+            .map_err(|e| StepError::io("cannot make a download directory", e))?;
+        let out = work.path().join("out");
+        if remote
+            .fetch(&inst.id, inst.kind().name(), &key, &out)
+            .is_none()
+        {
+            return Ok(None);
+        }
+        // Checked against the recorded hash already: commit hashes what it moves.
+        let output = self
+            .store
+            .commit(&key, work, &out)
+            .map_err(|e| StepError::io("cannot store the fetched output", e))?;
+        self.store
+            .save_instance(&inst.id, &key, &output, &snapshot(desc, deps))
+            .map_err(|e| StepError::io("cannot record the build", e))?;
+        self.intact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(output);
+        self.from_remote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(i);
+        Ok(Some(Realised {
+            key,
+            path: Some(self.store.object_path(&output)),
+            output: Some(output),
+            built: true,
+        }))
     }
 
     /// The realised dependencies of instance `i`, in the graph's order, each
@@ -352,6 +439,12 @@ impl<'a> Realiser<'a> {
             self.store,
             &self.fetcher,
             self.jobs,
+        )
+        .with_executor(
+            self.remote
+                .as_ref()
+                .filter(|r| r.executes())
+                .map(|r| r as &dyn crate::derivation::Executor),
         )
     }
 

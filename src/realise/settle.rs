@@ -6,6 +6,7 @@ use crate::derivation::{key, DepKey, Description, Identity, Lookup, Realised, Re
 use crate::eval::Evaluation;
 use crate::graph::Selection;
 use crate::hash::{BuildKey, Digest, OutputHash};
+use crate::remote::Remote;
 use crate::store::{KnownKeys, Store};
 
 /// Where one wanted instance stands.
@@ -13,6 +14,8 @@ use crate::store::{KnownKeys, Store};
 pub enum State {
     Ready(Realised),
     Todo(Reason),
+    /// Not here, but the remote cache has it, with this output hash.
+    Remote(OutputHash),
 }
 
 /// The state of every wanted instance.
@@ -48,20 +51,40 @@ impl Settlement {
         }
     }
 
+    /// The instances the remote cache has.
+    pub fn remote(&self) -> impl Iterator<Item = usize> + '_ {
+        self.states
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| matches!(s, Some(State::Remote(_))).then_some(i))
+    }
+
     pub fn pending(&self) -> Selection {
         Selection::from_fn(self.states.len(), |i| {
-            matches!(self.state(i), Some(State::Todo(_)))
+            matches!(self.state(i), Some(State::Todo(_) | State::Remote(_)))
         })
     }
 }
 
 /// Settles every instance in `wanted` (closed under dependencies) against the store.
 pub fn settle(eval: &Evaluation, store: &Store, wanted: &Selection) -> Settlement {
+    settle_with_remote(eval, store, wanted, None)
+}
+
+/// Settles against the store, then the remote cache: what the remote has
+/// counts, for its dependents' keys, as built with the output hash recorded there.
+pub fn settle_with_remote(
+    eval: &Evaluation,
+    store: &Store,
+    wanted: &Selection,
+    remote: Option<&Remote>,
+) -> Settlement {
     let known = KnownKeys::open(store, eval.known_keys());
     let mut states: Vec<Option<State>> = vec![None; eval.graph.len()];
     for i in wanted.iter() {
         let output_of = |d: usize| match &states[d] {
             Some(State::Ready(r)) => r.output,
+            Some(State::Remote(o)) => Some(*o),
             _ => None,
         };
         let (deps, pending) = dep_keys(eval, i, output_of);
@@ -75,7 +98,12 @@ pub fn settle(eval: &Evaluation, store: &Store, wanted: &Selection) -> Settlemen
             }),
             None => match inst.spec.lookup(&lookup) {
                 Ok(r) => State::Ready(r),
-                Err(reason) => State::Todo(reason),
+                Err(reason) => match remote.filter(|_| inst.spec.identity() == Identity::Output) {
+                    Some(remote) => remote
+                        .recorded(&inst.id, inst.kind().name(), &key)
+                        .map_or(State::Todo(reason), State::Remote),
+                    None => State::Todo(reason),
+                },
             },
         };
         states[i] = Some(state);

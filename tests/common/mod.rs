@@ -2,6 +2,8 @@
 //! store, and bake run as a real process.
 #![allow(dead_code)]
 
+pub mod buildgrid;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
