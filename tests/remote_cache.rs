@@ -251,7 +251,11 @@ fn a_remote_never_there_or_never_answering_costs_a_warning() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(ids(&json["built"]), ["a", "b", "c"]);
     assert_eq!(warnings(&stderr), 1, "{stderr}");
-    assert!(stderr.contains("no answer within 2s"), "{stderr}");
+    // The call's limit or the connection's (as long), whichever fires first.
+    assert!(
+        stderr.contains("no answer within 2s") || stderr.contains("cannot connect"),
+        "{stderr}"
+    );
     assert!(started.elapsed() < Duration::from_secs(30), "{stderr}");
     drop(held);
 }

@@ -219,7 +219,13 @@ impl Client {
             )
             .await
             .map(tonic::Response::into_inner)
-            .map_err(RemoteError::from_status)
+            .map_err(|s| match s.code() {
+                // tonic's own end of the deadline the request carries.
+                Code::Cancelled | Code::DeadlineExceeded => {
+                    RemoteError::Unreachable(format!("no answer within {}s", timeout.as_secs()))
+                }
+                _ => RemoteError::from_status(s),
+            })
         })
     }
 
