@@ -33,6 +33,9 @@ struct Saved {
 /// (if still valid), and those read during it.
 pub struct KnownKeys {
     file: Option<PathBuf>,
+    /// `objects/`, open: an object is looked up by its name alone, not by a
+    /// path walked from `/` each time (most of a no-op run's system time).
+    objects: Option<std::fs::File>,
     started: SystemTime,
     /// `keys/` when the run began.
     keys_dir: Option<FileState>,
@@ -54,20 +57,10 @@ impl KnownKeys {
             .filter(|s| s.format == FORMAT && Some(s.keys_dir) == keys_dir);
         KnownKeys {
             file: file.map(Path::to_path_buf),
+            objects: std::fs::File::open(store.root.join("objects")).ok(),
             started,
             keys_dir,
             known: saved.map_or_else(HashMap::new, |s| s.known.into_iter().collect()),
-            read: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Nothing known, nothing kept.
-    pub fn none() -> KnownKeys {
-        KnownKeys {
-            file: None,
-            started: SystemTime::now(),
-            keys_dir: None,
-            known: HashMap::new(),
             read: Mutex::new(Vec::new()),
         }
     }
@@ -76,7 +69,11 @@ impl KnownKeys {
     /// when it has the key, else from the key's record.
     pub fn lookup(&self, store: &Store, key: &BuildKey) -> Option<OutputHash> {
         if let Some(output) = self.known.get(key) {
-            if store.object_path(output).is_dir() {
+            let present = match &self.objects {
+                Some(dir) => is_dir_at(dir, &output.to_string()),
+                None => store.object_path(output).is_dir(),
+            };
+            if present {
                 return Some(*output);
             }
         }
@@ -116,4 +113,17 @@ impl KnownKeys {
             }
         }
     }
+}
+
+/// Whether `name` in the open directory `dir` is a directory, as `Path::is_dir` says.
+fn is_dir_at(dir: &std::fs::File, name: &str) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: a valid open descriptor, a NUL-terminated name, and room for the result.
+    let ret = unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), st.as_mut_ptr(), 0) };
+    // SAFETY: fstatat filled it in when it returned 0.
+    ret == 0 && unsafe { st.assume_init() }.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
