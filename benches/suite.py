@@ -370,7 +370,7 @@ def svg(results, path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer runs, no 100,000-node graph, no ingest")
-    ap.add_argument("--only", help="comma-separated: scaling,cold,parallel,ingest,keepalived")
+    ap.add_argument("--only", help="comma-separated: scaling (with noop), noop, cold, parallel, ingest, keepalived")
     args = ap.parse_args()
     subprocess.run(
         ["cargo", "build", "--release", "--quiet", "--bin", "bake", "--example", "gen_recipe"],
@@ -391,6 +391,8 @@ def main():
         keepalived(runs, results)
     if "scaling" in only:
         scaling(sizes, [2000, 10000], runs, results)
+    elif "noop" in only:
+        scaling([], [2000, 10000], runs, results)
     if "parallel" in only:
         parallel(max(3, runs // 3), results)
     if "cold" in only:

@@ -94,6 +94,13 @@ impl FileState {
     }
 }
 
+/// The running executable as it is now: a rebuilt bake may evaluate and key
+/// differently, so what it computed is kept under this.
+pub fn running_exe() -> Option<FileState> {
+    let path = std::env::current_exe().ok()?;
+    FileState::now(&path, true).ok().flatten()
+}
+
 /// One path an evaluation looked at, and how it looked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seen {

@@ -245,3 +245,33 @@ fn no_op_build_sees_a_removed_output() {
     assert_eq!(code, 0, "{json}");
     assert_eq!(common::ids(&json["built"]), ["a"]);
 }
+
+#[test]
+fn dependent_rebuilds_when_an_input_rebuilds_differently() {
+    // Build keys are remembered by eval key and the inputs' outputs: an input
+    // rebuilt to other bytes (same eval key) must give its dependent a new key.
+    let p = Project::new();
+    let r = p.write(
+        "r.kdl",
+        "build \"a\" {\n    script \"head -c 16 /dev/urandom > $out/x\"\n}\n\
+         build \"b\" {\n    input \"a\"\n    script \"cp $a/x $out/x\"\n}\n",
+    );
+    age(&r);
+    let (code, json) = p.build("r.kdl", &[]);
+    assert_eq!(code, 0, "{json}");
+    let a = PathBuf::from(json["outputs"]["a"].as_str().unwrap());
+    std::thread::sleep(Duration::from_millis(250));
+    // Two no-op runs: the second with the build keys remembered by the first.
+    for _ in 0..2 {
+        let (_, json) = p.build("r.kdl", &[]);
+        assert_eq!(common::ids(&json["cached"]), ["a", "b"]);
+    }
+    let _ = std::process::Command::new("chmod")
+        .args(["-R", "u+w"])
+        .arg(&a)
+        .status();
+    std::fs::remove_dir_all(&a).unwrap();
+    let (code, json) = p.build("r.kdl", &[]);
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(common::ids(&json["built"]), ["a", "b"]);
+}

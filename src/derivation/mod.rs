@@ -60,6 +60,18 @@ pub struct Realised {
     pub built: bool,
 }
 
+impl Realised {
+    /// An output the store holds under `key`, from an earlier run.
+    pub fn stored(store: &Store, key: BuildKey, output: OutputHash) -> Realised {
+        Realised {
+            key,
+            path: Some(store.object_path(&output)),
+            output: Some(output),
+            built: false,
+        }
+    }
+}
+
 /// Why an instance must be built (or fetched): the decision and its explanation
 /// in one.
 #[derive(Clone, Debug)]
@@ -254,12 +266,7 @@ impl<'a> Lookup<'a> {
             None => self.store.lookup(&self.key).map(|r| r.output),
         };
         match output {
-            Some(output) => Ok(Realised {
-                key: self.key,
-                path: Some(self.store.object_path(&output)),
-                output: Some(output),
-                built: false,
-            }),
+            Some(output) => Ok(Realised::stored(self.store, self.key, output)),
             None => Err(self.why_not()),
         }
     }

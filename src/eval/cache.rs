@@ -17,7 +17,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::{Dep, Evaluation, Instance};
-use crate::fingerprint::{FileState, Seen};
+use crate::fingerprint::{running_exe, FileState, Seen};
 use crate::graph::Dag;
 
 /// Change whenever what an entry holds changes.
@@ -55,12 +55,6 @@ pub fn known_keys(dir: &Path, canonical: &Path) -> PathBuf {
     entry(dir, canonical).with_extension("keys")
 }
 
-/// The running executable, as it is now.
-fn exe() -> Option<FileState> {
-    let path = std::env::current_exe().ok()?;
-    FileState::now(&path, true).ok().flatten()
-}
-
 /// The evaluation of the recipe at `canonical` (shown as `display`), if one is
 /// kept and nothing it was made from has changed.
 pub fn load(dir: &Path, canonical: &Path, display: &str) -> Option<Evaluation> {
@@ -69,7 +63,7 @@ pub fn load(dir: &Path, canonical: &Path, display: &str) -> Option<Evaluation> {
     let current = header.format == FORMAT
         && header.version == env!("CARGO_PKG_VERSION")
         && header.exe.is_some()
-        && header.exe == exe()
+        && header.exe == running_exe()
         && header.seen.iter().all(Seen::unchanged);
     if !current {
         return None;
@@ -99,7 +93,7 @@ pub fn save(dir: &Path, canonical: &Path, eval: &Evaluation, seen: &[Seen], star
     let header = Header {
         format: FORMAT.to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        exe: exe(),
+        exe: running_exe(),
         seen: seen.to_vec(),
     };
     let body = Body {

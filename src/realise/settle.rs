@@ -87,9 +87,26 @@ pub fn settle_with_remote(
             Some(State::Remote(o)) => Some(*o),
             _ => None,
         };
+        let inst = eval.instance(i);
+        // An unchanged instance of a no-op run: its build key as last made, and
+        // the output stored under it, without describing it again.
+        let digests = (inst.spec.identity() == Identity::Output)
+            .then(|| dep_digests(eval, i, output_of))
+            .flatten();
+        if let Some(digests) = &digests {
+            let stored = known
+                .build_key(&inst.key, digests)
+                .and_then(|key| Some((key, known.lookup(store, &key)?)));
+            if let Some((key, output)) = stored {
+                states[i] = Some(State::Ready(Realised::stored(store, key, output)));
+                continue;
+            }
+        }
         let (deps, pending) = dep_keys(eval, i, output_of);
         let (desc, key) = build_key(eval, i, &deps);
-        let inst = eval.instance(i);
+        if let Some(digests) = digests {
+            known.learn(inst.key, digests, key);
+        }
         let lookup = Lookup::new(&inst.id, key, store, &desc, &deps).with_known(&known);
         let state = match pending {
             Some(input) => State::Todo(Reason::InputFirst {
@@ -139,6 +156,25 @@ pub fn dep_keys(
         })
         .collect();
     (deps, pending)
+}
+
+/// The digests [`dep_keys`] counts for instance `i`'s dependencies, if each has one.
+fn dep_digests(
+    eval: &Evaluation,
+    i: usize,
+    output_of: impl Fn(usize) -> Option<OutputHash>,
+) -> Option<Vec<Digest>> {
+    eval.graph
+        .deps(i)
+        .iter()
+        .map(|(d, _)| {
+            let inst = eval.instance(*d);
+            match inst.spec.identity() {
+                Identity::Declared => Some(inst.key.digest()),
+                Identity::Output => output_of(*d).map(|o| o.digest()),
+            }
+        })
+        .collect()
 }
 
 /// The description of instance `i` and its build key, given its dependencies' keys.
