@@ -403,4 +403,55 @@ else
 fi
 stop_container
 
+# ================================================================ a signed release
+# As `bake release --sign-key` publishes it: SHA256SUMS.gpg, Verify=true, and the
+# public key (binary) installed at /etc/systemd/import-pubring.gpg, where
+# systemd-pull's gpg reads it. A throwaway key, in a home of the test's.
+export GNUPGHOME=$work/gnupg
+mkdir -m 700 "$GNUPGHOME"
+gpg --batch --quiet --passphrase '' --quick-gen-key "bake host test <host-test@invalid>" ed25519 sign never 2>/dev/null ||
+    bad "cannot make a signing key"
+sign_release() { (cd "$served" && gpg --batch --quiet --yes --detach-sign --output SHA256SUMS.gpg SHA256SUMS); }
+upper=$work/upper-e
+butane_layout "$upper"
+mkdir -p "$upper/usr/lib/bake-sysupdate" "$upper/etc/sysupdate.keepalived.d" "$upper/etc/sysupdate.d" "$upper/etc/systemd"
+cp -a "$sysupdate/." "$upper/usr/lib/bake-sysupdate/"
+sed -e 's|^Path=http.*|Path=http://127.0.0.1:8080/|' -e 's|^Verify=.*|Verify=true|' "$release/keepalived.transfer" \
+    > "$upper/etc/sysupdate.keepalived.d/keepalived.transfer"
+cp "$release/noop.conf" "$upper/etc/sysupdate.d/noop.conf"
+gpg --batch --export > "$upper/etc/systemd/import-pubring.gpg"
+publish "$oldest"
+sign_release
+boot host-e "$upper" || exit 1
+serve
+if sud update > "$work/update3.log" 2>&1 && [ "$(current)" = "/opt/extensions/keepalived/keepalived-v$oldest-x86-64.raw" ]; then
+    ok "Verify=true: a signed release installs $oldest"
+else
+    bad "signed update: $(tail -n 5 "$work/update3.log")"
+fi
+# SHA256SUMS changed after signing: refused, the link stays.
+publish "$oldest" "$newest"
+sign_release
+echo "# changed after signing" >> "$served/SHA256SUMS"
+if ! sud update > "$work/update4.log" 2>&1 && [ "$(current)" = "/opt/extensions/keepalived/keepalived-v$oldest-x86-64.raw" ]; then
+    ok "Verify=true: a SHA256SUMS changed after signing is refused ($(grep -o -m1 'BAD signature' "$work/update4.log" || echo 'failed'))"
+else
+    bad "a SHA256SUMS changed after signing was taken: link $(current)"
+fi
+# No signature at all: refused too.
+publish "$oldest" "$newest"
+if ! sud update > "$work/update5.log" 2>&1 && [ "$(current)" = "/opt/extensions/keepalived/keepalived-v$oldest-x86-64.raw" ]; then
+    ok "Verify=true: a release without SHA256SUMS.gpg is refused"
+else
+    bad "an unsigned release was taken with Verify=true: link $(current)"
+fi
+sign_release
+if sud update > "$work/update6.log" 2>&1 && [ "$(current)" = "/opt/extensions/keepalived/keepalived-v$newest-x86-64.raw" ]; then
+    ok "Verify=true: signed again, $newest installs"
+else
+    bad "signed update to $newest: $(tail -n 5 "$work/update6.log")"
+fi
+stop_container
+gpgconf --kill all 2>/dev/null
+
 log "RESULT systemd $sysver: $pass passed, $fail failed"
