@@ -148,6 +148,10 @@ boot() {
 #!/bin/sh
 set -e
 mount -t overlay overlay -o lowerdir=$root,upperdir=$upper,workdir=$d/ovl $d/merged
+# The unified cgroup hierarchy (cgroup v2), as Debian 12 and 13 boot with: on this
+# machine's hybrid hierarchy systemd 257 noticed a unit's empty cgroup only up to 5 s
+# late, and that, not keepalived, was what made a restart after kill -9 slow.
+export SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1
 exec systemd-nspawn -D $d/merged --boot --register=no --keep-unit --private-network \\
     --console=read-only --machine=$name $binds
 LAUNCH
@@ -283,7 +287,7 @@ wait_for 10 has_vip "$VIP"
 pid0=$(mainpid)
 t0=$(now)
 [ "${pid0:-0}" -gt 1 ] && csh "kill -KILL $pid0"
-recovered= states=
+recovered= states= last_state=
 # Waits past the 10 s it may take, up to systemd's 90 s stop timeout, so that a
 # failure says how long the outage really was and what the unit went through.
 end=$(( $(date +%s%N) + 100000000000 ))
@@ -293,7 +297,7 @@ while [ "$(date +%s%N)" -lt "$end" ]; do
         recovered=$(since "$t0"); break
     fi
     st="$(c systemctl show -P ActiveState keepalived)/$(c systemctl show -P SubState keepalived)"
-    case " $states " in *" $st "*) ;; *) states="$states $st@$(since "$t0")s" ;; esac
+    [ "$st" = "$last_state" ] || { states="$states $st@$(since "$t0")s"; last_state=$st; }
     sleep 0.1
 done
 if [ -n "$recovered" ] && python3 -c "import sys; sys.exit(0 if float('$recovered') <= 10 else 1)"; then
@@ -347,14 +351,17 @@ serve() {
         bad "the release is not served"
 }
 # systemd-sysupdate as the snippet installs its configuration: the transfer file of
-# the release, with the test's address.
+# the release, with the test's address (and Verify= as given).
+sysupdate_layout() { # UPPER VERIFY
+    butane_layout "$1"
+    mkdir -p "$1/usr/lib/bake-sysupdate" "$1/etc/sysupdate.keepalived.d" "$1/etc/sysupdate.d" "$1/etc/systemd"
+    cp -a "$sysupdate/." "$1/usr/lib/bake-sysupdate/"
+    sed -e 's|^Path=http.*|Path=http://127.0.0.1:8080/|' -e "s|^Verify=.*|Verify=$2|" "$release/keepalived.transfer" \
+        > "$1/etc/sysupdate.keepalived.d/keepalived.transfer"
+    cp "$release/noop.conf" "$1/etc/sysupdate.d/noop.conf"
+}
 upper=$work/upper-b
-butane_layout "$upper"
-mkdir -p "$upper/usr/lib/bake-sysupdate" "$upper/etc/sysupdate.keepalived.d" "$upper/etc/sysupdate.d"
-cp -a "$sysupdate/." "$upper/usr/lib/bake-sysupdate/"
-sed 's|^Path=http.*|Path=http://127.0.0.1:8080/|' "$release/keepalived.transfer" \
-    > "$upper/etc/sysupdate.keepalived.d/keepalived.transfer"
-cp "$release/noop.conf" "$upper/etc/sysupdate.d/noop.conf"
+sysupdate_layout "$upper" false
 sud() { c /usr/lib/bake-sysupdate/systemd-sysupdate --no-pager -C keepalived "$@"; }
 current() { c readlink -f /etc/extensions/keepalived.raw 2>/dev/null; }
 
@@ -413,12 +420,7 @@ gpg --batch --quiet --passphrase '' --quick-gen-key "bake host test <host-test@i
     bad "cannot make a signing key"
 sign_release() { (cd "$served" && gpg --batch --quiet --yes --detach-sign --output SHA256SUMS.gpg SHA256SUMS); }
 upper=$work/upper-e
-butane_layout "$upper"
-mkdir -p "$upper/usr/lib/bake-sysupdate" "$upper/etc/sysupdate.keepalived.d" "$upper/etc/sysupdate.d" "$upper/etc/systemd"
-cp -a "$sysupdate/." "$upper/usr/lib/bake-sysupdate/"
-sed -e 's|^Path=http.*|Path=http://127.0.0.1:8080/|' -e 's|^Verify=.*|Verify=true|' "$release/keepalived.transfer" \
-    > "$upper/etc/sysupdate.keepalived.d/keepalived.transfer"
-cp "$release/noop.conf" "$upper/etc/sysupdate.d/noop.conf"
+sysupdate_layout "$upper" true
 gpg --batch --export > "$upper/etc/systemd/import-pubring.gpg"
 publish "$oldest"
 sign_release
