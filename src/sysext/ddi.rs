@@ -18,6 +18,7 @@ use std::process::{Command, Stdio};
 use base64::Engine as _;
 use sha2::Digest as _;
 
+use super::pack::run_tool;
 use super::{hex, SysextError};
 use crate::variation::Variation;
 
@@ -112,25 +113,6 @@ fn derived_uuid(what: &str, seed: &[u8]) -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     uuid(&b)
-}
-
-fn run(cmd: &mut Command, program: &str, package: &str) -> Result<String, SysextError> {
-    let out = cmd.stdin(Stdio::null()).output().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            SysextError::Tool(format!(
-                "{program} is not installed: apt-get install {package} (./setup does)"
-            ))
-        } else {
-            SysextError::Tool(format!("cannot run {program}: {e}"))
-        }
-    })?;
-    if !out.status.success() {
-        return Err(SysextError::Tool(format!(
-            "{program} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// One partition: its bytes come from `file`.
@@ -244,7 +226,7 @@ pub fn make_ddi(
         variation,
     )?;
     let digest = sha2::Sha256::digest(fs::read(&data)?);
-    let out = run(
+    let out = run_tool(
         Command::new("veritysetup")
             .args(["format", "--data-block-size=4096", "--hash-block-size=4096"])
             .arg(format!("--salt={}", hex(&digest)))
@@ -334,7 +316,7 @@ pub fn sign_ddi(
 ) -> Result<(), SysextError> {
     let types = partition_types(arch)
         .ok_or_else(|| SysextError::Tool(format!("no DDI partition types for `{arch}`")))?;
-    let listing = run(
+    let listing = run_tool(
         Command::new("sfdisk").arg("--json").arg(image),
         "sfdisk",
         "fdisk",
@@ -360,7 +342,7 @@ pub fn sign_ddi(
     let hash_file = work.join("roothash");
     fs::write(&hash_file, root_hash)?;
     let p7s = work.join("roothash.p7s");
-    run(
+    run_tool(
         Command::new("openssl")
             .args(["smime", "-sign", "-binary", "-noattr", "-outform", "DER"])
             .arg("-in")

@@ -1,7 +1,7 @@
 //! Packing an image tree into a byte-reproducible file system image.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use super::SysextError;
 use crate::recipe::ImageFormat;
@@ -56,7 +56,16 @@ pub fn pack(
     if let Some(v) = variation {
         v.apply(&mut cmd);
     }
-    let out = cmd.output().map_err(|e| {
+    run_tool(&mut cmd, program, package).map(drop)
+}
+
+/// Runs an image tool; its stdout, or an error that names a missing package.
+pub(super) fn run_tool(
+    cmd: &mut Command,
+    program: &str,
+    package: &str,
+) -> Result<String, SysextError> {
+    let out = cmd.stdin(Stdio::null()).output().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             SysextError::Tool(format!(
                 "{program} is not installed: apt-get install {package} (./setup does)"
@@ -71,5 +80,5 @@ pub fn pack(
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
