@@ -19,7 +19,7 @@ pub(super) fn manifest_entries(
     report: &realise::Report,
     r: usize,
     written: &[release::Image],
-) -> io::Result<Vec<ImageEntry>> {
+) -> Vec<ImageEntry> {
     let built = |i: usize| {
         let inst = eval.instance(i);
         report
@@ -51,7 +51,7 @@ pub(super) fn manifest_entries(
             });
         }
     }
-    Ok(entries)
+    entries
 }
 
 /// Signs `manifest.json` beside SHA256SUMS, with the release's key; an unsigned

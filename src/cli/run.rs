@@ -298,15 +298,8 @@ pub(super) fn cmd_release(
             print_diagnostic(&e);
             Failure::failed()
         })?;
-        manifest_entries(&eval, &report, r, &written)
-            .and_then(|e| {
-                crate::release::write_manifest(
-                    out,
-                    &inst.id,
-                    &recipe_in_repository(&recipe.file),
-                    e,
-                )
-            })
+        let entries = manifest_entries(&eval, &report, r, &written);
+        crate::release::write_manifest(out, &inst.id, &recipe_in_repository(&recipe.file), entries)
             .map_err(|e| Failure::usage(format!("cannot write {}: {e}", out.display())))?;
         sign_manifest(out, inst.name.as_str(), signer.as_ref()).map_err(|e| {
             print_diagnostic(&e);

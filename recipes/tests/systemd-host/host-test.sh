@@ -64,6 +64,8 @@ active() { c systemctl is-active -q keepalived.service; }
 mainpid() { c systemctl show -P MainPID keepalived.service 2>/dev/null; }
 has_vip() { c ip -4 -o addr show dev ka0 2>/dev/null | grep -q " $1/"; }
 kproc() { csh 'for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = keepalived ] && echo ${p#/proc/}; done'; }
+# Where the Butane snippet and systemd-sysupdate put VERSION's image.
+installed() { echo "/opt/extensions/keepalived/keepalived-v$1-x86-64.raw"; } # VERSION
 
 # loop_ctl add|remove N...: LOOP_CTL_ADD or LOOP_CTL_REMOVE each index.
 loop_ctl() {
@@ -195,8 +197,8 @@ butane_layout() { # UPPER [VERSION]
     local up=$1 v=${2:-}
     mkdir -p "$up/opt/extensions/keepalived" "$up/etc/extensions"
     if [ -n "$v" ]; then
-        cp "$(image_of "$v")" "$up/opt/extensions/keepalived/keepalived-v$v-x86-64.raw"
-        ln -sfn "/opt/extensions/keepalived/keepalived-v$v-x86-64.raw" "$up/etc/extensions/keepalived.raw"
+        cp "$(image_of "$v")" "$up$(installed "$v")"
+        ln -sfn "$(installed "$v")" "$up/etc/extensions/keepalived.raw"
     fi
     if [ "$hostreload" = 1 ]; then
         mkdir -p "$up/etc/systemd/system/sysinit.target.wants"
@@ -368,7 +370,7 @@ current() { c readlink -f /etc/extensions/keepalived.raw 2>/dev/null; }
 publish "$oldest"
 boot host-b "$upper" || exit 1
 serve
-if sud update > "$work/update1.log" 2>&1 && [ "$(current)" = "/opt/extensions/keepalived/keepalived-v$oldest-x86-64.raw" ]; then
+if sud update > "$work/update1.log" 2>&1 && [ "$(current)" = "$(installed "$oldest")" ]; then
     ok "systemd-sysupdate installs $oldest from the release (link $(c readlink /etc/extensions/keepalived.raw))"
 else
     bad "first update: $(cat "$work/update1.log")"
@@ -395,8 +397,8 @@ csh "readlink --canonicalize /etc/extensions/keepalived.raw > /run/keepalived"
 sud update > "$work/update2.log" 2>&1 || bad "update: $(cat "$work/update2.log")"
 csh "readlink --canonicalize /etc/extensions/keepalived.raw > /run/keepalived-new"
 csh "if ! cmp --silent /run/keepalived /run/keepalived-new; then touch /run/reboot-required; fi"
-if c test -e /run/reboot-required && [ "$(current)" = "/opt/extensions/keepalived/keepalived-v$newest-x86-64.raw" ] &&
-    c test -e "/opt/extensions/keepalived/keepalived-v$oldest-x86-64.raw"; then
+if c test -e /run/reboot-required && [ "$(current)" = "$(installed "$newest")" ] &&
+    c test -e "$(installed "$oldest")"; then
     ok "update to $newest: link moved, $oldest kept, the drop-in asks for a reboot"
 else
     bad "update to $newest: link $(current), reboot-required $(c test -e /run/reboot-required && echo yes || echo no)"
@@ -426,7 +428,7 @@ publish "$oldest"
 sign_release
 boot host-e "$upper" || exit 1
 serve
-if sud update > "$work/update3.log" 2>&1 && [ "$(current)" = "/opt/extensions/keepalived/keepalived-v$oldest-x86-64.raw" ]; then
+if sud update > "$work/update3.log" 2>&1 && [ "$(current)" = "$(installed "$oldest")" ]; then
     ok "Verify=true: a signed release installs $oldest"
 else
     bad "signed update: $(tail -n 5 "$work/update3.log")"
@@ -435,20 +437,20 @@ fi
 publish "$oldest" "$newest"
 sign_release
 echo "# changed after signing" >> "$served/SHA256SUMS"
-if ! sud update > "$work/update4.log" 2>&1 && [ "$(current)" = "/opt/extensions/keepalived/keepalived-v$oldest-x86-64.raw" ]; then
+if ! sud update > "$work/update4.log" 2>&1 && [ "$(current)" = "$(installed "$oldest")" ]; then
     ok "Verify=true: a SHA256SUMS changed after signing is refused ($(grep -o -m1 'BAD signature' "$work/update4.log" || echo 'failed'))"
 else
     bad "a SHA256SUMS changed after signing was taken: link $(current)"
 fi
 # No signature at all: refused too.
 publish "$oldest" "$newest"
-if ! sud update > "$work/update5.log" 2>&1 && [ "$(current)" = "/opt/extensions/keepalived/keepalived-v$oldest-x86-64.raw" ]; then
+if ! sud update > "$work/update5.log" 2>&1 && [ "$(current)" = "$(installed "$oldest")" ]; then
     ok "Verify=true: a release without SHA256SUMS.gpg is refused"
 else
     bad "an unsigned release was taken with Verify=true: link $(current)"
 fi
 sign_release
-if sud update > "$work/update6.log" 2>&1 && [ "$(current)" = "/opt/extensions/keepalived/keepalived-v$newest-x86-64.raw" ]; then
+if sud update > "$work/update6.log" 2>&1 && [ "$(current)" = "$(installed "$newest")" ]; then
     ok "Verify=true: signed again, $newest installs"
 else
     bad "signed update to $newest: $(tail -n 5 "$work/update6.log")"
