@@ -38,12 +38,16 @@ pub(super) fn print_eval(e: &Evaluation, as_json: bool) {
         outln!("{:#}", json!({ "derivations": derivations }));
         return;
     }
+    // One write for the whole listing: stdout is line-buffered, and a large
+    // graph's lines one system call each cost more than evaluating it from cache.
+    use std::fmt::Write as _;
     let width = e
         .graph
         .nodes()
         .map(|(_, i)| i.id.as_str().len())
         .max()
         .unwrap_or(0);
+    let mut out = String::new();
     for (n, i) in e.graph.nodes() {
         let inputs = inputs(n);
         let key = i.key.to_string();
@@ -53,17 +57,19 @@ pub(super) fn print_eval(e: &Evaluation, as_json: bool) {
         } else {
             ""
         };
-        if inputs.is_empty() {
-            outln!("{}  {kind:<9} {}{mark}", &key[..16], i.id);
+        let _ = if inputs.is_empty() {
+            writeln!(out, "{}  {kind:<9} {}{mark}", &key[..16], i.id)
         } else {
             let id = i.id.as_str();
-            outln!(
+            writeln!(
+                out,
                 "{}  {kind:<9} {id:<width$}  <- {}{mark}",
                 &key[..16],
                 inputs.join(", ")
-            );
-        }
+            )
+        };
     }
+    write_out(format_args!("{out}"));
 }
 
 pub(super) fn print_graph(e: &Evaluation, dot: bool) {
@@ -71,12 +77,15 @@ pub(super) fn print_graph(e: &Evaluation, dot: bool) {
         write_out(format_args!("{}", to_dot(e)));
         return;
     }
+    use std::fmt::Write as _;
+    let mut out = String::new();
     for (n, i) in e.graph.nodes() {
-        outln!("{}", i.id);
+        let _ = writeln!(out, "{}", i.id);
         for (d, _) in e.graph.deps(n) {
-            outln!("  <- {}", e.instance(*d).id);
+            let _ = writeln!(out, "  <- {}", e.instance(*d).id);
         }
     }
+    write_out(format_args!("{out}"));
 }
 
 /// The instances as a Graphviz digraph, an edge from each dependency to its dependent.

@@ -4,6 +4,7 @@ mod error;
 pub mod limits;
 mod model;
 mod parse;
+mod read;
 mod source;
 mod split;
 mod template;

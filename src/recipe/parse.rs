@@ -1,6 +1,6 @@
 //! KDL text -> typed [`RecipeFile`], with a located error for every mistake.
 
-use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
+use kdl::{KdlEntry, KdlNode, KdlValue};
 use miette::SourceSpan;
 
 use super::error::{did_you_mean, RecipeError};
@@ -87,7 +87,7 @@ pub fn parse(file: FileId, text: &str) -> Result<RecipeFile> {
 
 /// Parses `text`, found at `base` in the file.
 fn parse_document(file: FileId, text: &str, base: usize) -> Result<RecipeFile> {
-    let doc: KdlDocument = text.parse().map_err(|e| kdl_error(file, e))?;
+    let doc = super::read::document(text).map_err(|e| kdl_error(file, e))?;
     let p = Parser { file, text, base };
     let mut recipe = RecipeFile::default();
     for node in doc.nodes() {

@@ -1,7 +1,7 @@
 //! Cutting a large recipe between top-level nodes, so the pieces parse in
 //! parallel and each piece's KDL document is dropped before the next is made:
-//! the `kdl` crate's parser is most of a cold evaluation, and its document
-//! (every span and every bit of formatting kept) most of the memory.
+//! parsing is the largest part of a cold evaluation, and a whole document of a
+//! large recipe would be most of its memory.
 //!
 //! The cut is conservative: only at a newline outside any block, string or
 //! comment, and only in text without the syntax that lets a node go on past a
