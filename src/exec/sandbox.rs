@@ -361,6 +361,8 @@ impl Sandbox {
             unsafe {
                 cmd.pre_exec(move || {
                     libc::umask(0o022);
+                    // Huge pages as on the host; bake's own are off (src/bin/bake.rs).
+                    libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0);
                     settings.enter();
                     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                     // Its own process group, so a timeout kills what it started too.
@@ -411,6 +413,7 @@ impl Sandbox {
         unsafe {
             cmd.pre_exec(move || {
                 libc::umask(0o022);
+                libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0);
                 settings.enter();
                 // Bake gone: the waiting process stops the step.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
