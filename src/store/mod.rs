@@ -16,12 +16,13 @@
 
 mod gc;
 mod known;
+mod trash;
 mod tree;
 
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
@@ -61,6 +62,9 @@ pub struct Store {
     /// `lock`, held shared by every open store; gc and verify need it alone.
     store_lock: Option<fs::File>,
     counter: AtomicU64,
+    /// Records written since the store last reached the disk (see `write_record`).
+    unsynced: AtomicBool,
+    trash: trash::Trash,
     /// Leftover temporary files removed when the store was opened.
     swept: usize,
 }
@@ -69,6 +73,8 @@ pub struct Store {
 pub struct TmpDir {
     path: PathBuf,
     started: SystemTime,
+    /// The store's remover, which takes the tree on drop.
+    trash: Option<trash::Bin>,
 }
 
 impl TmpDir {
@@ -79,7 +85,14 @@ impl TmpDir {
 
 impl Drop for TmpDir {
     fn drop(&mut self) {
-        let _ = remove_tree(&self.path);
+        let path = std::mem::take(&mut self.path);
+        let unsent = match &self.trash {
+            Some(tx) => tx.send(Some(path)).err().and_then(|e| e.0),
+            None => Some(path),
+        };
+        if let Some(path) = unsent {
+            let _ = remove_tree(&path);
+        }
     }
 }
 
@@ -111,6 +124,8 @@ impl Store {
             tmp_lock: None,
             store_lock,
             counter: AtomicU64::new(0),
+            unsynced: AtomicBool::new(false),
+            trash: trash::Trash::default(),
             swept: 0,
         })
     }
@@ -143,6 +158,8 @@ impl Store {
             tmp_lock: Some(lock),
             store_lock: Some(store_lock),
             counter: AtomicU64::new(0),
+            unsynced: AtomicBool::new(false),
+            trash: trash::Trash::default(),
             swept: 0,
         };
         // Only a killed bake leaves records half written, and it leaves its
@@ -314,6 +331,7 @@ impl Store {
         Ok(TmpDir {
             path,
             started: SystemTime::now(),
+            trash: self.trash.sender(),
         })
     }
 
@@ -329,7 +347,7 @@ impl Store {
                 .elapsed()
                 .map_or(0, |d: Duration| d.as_millis() as u64),
         };
-        write_atomic(&self.key_path(key), &serde_json::to_vec_pretty(&record)?)?;
+        self.write_record(&self.key_path(key), &serde_json::to_vec_pretty(&record)?)?;
         drop(work);
         Ok(output)
     }
@@ -372,10 +390,21 @@ impl Store {
             finished: now(),
             snapshot,
         };
-        write_atomic(
+        self.write_record(
             &self.instance_path(id),
             &serde_json::to_vec_pretty(&record)?,
         )
+    }
+
+    /// Writes a record (a key's or an instance's) so that readers see the old
+    /// or the new, whole, without waiting for the disk: two records a step,
+    /// each file and directory synced, were a good part of a small step's
+    /// time. The store syncs its file system once when it is closed, so what a
+    /// run built is on disk when bake exits; before that a power cut can lose a
+    /// record (or leave it empty), which reads as not built: built again.
+    fn write_record(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        self.unsynced.store(true, Ordering::Relaxed);
+        write_renamed(path, bytes, false)
     }
 
     /// The last build of `id`; none when there is none, or it is of an older
@@ -398,7 +427,16 @@ impl Drop for Store {
             return;
         }
         // Scratch dirs are gone with their TmpDirs; the lock file is the last trace.
+        self.trash.finish();
         let _ = fs::remove_file(self.root.join("tmp").join(format!("{}.lock", self.token)));
+        if self.unsynced.load(Ordering::Relaxed) {
+            if let Ok(dir) = fs::File::open(&self.root) {
+                // SAFETY: syncfs only reads the descriptor, which is open.
+                unsafe {
+                    libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir));
+                }
+            }
+        }
     }
 }
 
@@ -415,8 +453,15 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Writes `bytes` to `path` so that readers see the old file or the new, whole.
+/// Writes `bytes` to `path` so that readers see the old file or the new, whole,
+/// and it is on disk when this returns.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_renamed(path, bytes, true)
+}
+
+/// Writes a temporary file beside `path` and renames it over `path`; with
+/// `durable`, syncs the file before and its directory after.
+fn write_renamed(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let tmp = dir.join(format!(
@@ -428,7 +473,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     ));
     let written = fs::File::create(&tmp).and_then(|mut f| {
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)
     });
     if written.is_err() {
@@ -436,5 +483,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     written?;
-    fs::File::open(dir)?.sync_all()
+    if durable {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
