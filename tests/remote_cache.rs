@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::buildgrid::{free_port, object_hash, sha256_hex, BuildGrid};
+use common::buildgrid::{free_port, jwt, object_hash, sha256_hex, BuildGrid};
 use common::{ids, Project};
 
 /// Three steps: a tree with an executable, a symlink and a subdirectory; one
@@ -48,6 +48,16 @@ fn project() -> Project {
 
 /// `bake build r.kdl --json` with the remote, and its stderr.
 fn build(p: &Project, url: &str, extra: &[&str]) -> (i32, serde_json::Value, String) {
+    build_with(p, url, extra, &[])
+}
+
+/// [`build`] with these environment variables set.
+fn build_with(
+    p: &Project,
+    url: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, serde_json::Value, String) {
     let mut args = vec![
         "build",
         "r.kdl",
@@ -58,7 +68,12 @@ fn build(p: &Project, url: &str, extra: &[&str]) -> (i32, serde_json::Value, Str
         url,
     ];
     args.extend_from_slice(extra);
-    let out = p.bake_cmd(&args).env_remove("CI").output().unwrap();
+    let out = p
+        .bake_cmd(&args)
+        .env_remove("CI")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let json = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
@@ -499,4 +514,57 @@ fn a_fresh_store_takes_sources_from_the_remote_not_upstream() {
         ["app", "lib", "source:pkg"],
         "{stderr}"
     );
+}
+
+#[test]
+fn a_server_that_wants_a_token_takes_a_valid_one_and_costs_a_warning_without() {
+    let bg = BuildGrid::cache_with_jwt("the cache's secret");
+    let token = jwt("the cache's secret");
+    let with_token = ["--remote-token-env", "BAKE_TEST_TOKEN"];
+    let first = project();
+    let upload = [&with_token[..], &["--remote-upload"]].concat();
+    let (code, built, stderr) =
+        build_with(&first, &bg.url(), &upload, &[("BAKE_TEST_TOKEN", &token)]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(warnings(&stderr), 0, "{stderr}");
+    assert!(stderr.contains("3 uploaded"), "{stderr}");
+
+    // With the token: everything from the cache.
+    let second = project();
+    let (code, fetched, stderr) = build_with(
+        &second,
+        &bg.url(),
+        &with_token,
+        &[("BAKE_TEST_TOKEN", &token)],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(ids(&fetched["remote"]), ["a", "b", "c"], "{stderr}");
+    assert_eq!(warnings(&stderr), 0, "{stderr}");
+    let c = |json: &serde_json::Value| json["outputs"]["c"].as_str().map(str::to_string);
+    assert_eq!(
+        c(&fetched).map(|p| object_hash(p.as_ref())),
+        c(&built).map(|p| object_hash(p.as_ref()))
+    );
+
+    // Without one, or with one signed by another secret: refused, one warning
+    // saying so, and everything built here.
+    let others = jwt("another secret");
+    for (extra, env, says) in [
+        (&[][..], &[][..], "it wants a token"),
+        (
+            &with_token[..],
+            &[("BAKE_TEST_TOKEN", others.as_str())][..],
+            "was not accepted",
+        ),
+    ] {
+        let p = project();
+        let (code, json, stderr) = build_with(&p, &bg.url(), extra, env);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(ids(&json["built"]), ["a", "b", "c"], "{stderr}");
+        assert_eq!(warnings(&stderr), 1, "{stderr}");
+        assert!(
+            stderr.contains("the server refused authentication") && stderr.contains(says),
+            "{stderr}"
+        );
+    }
 }

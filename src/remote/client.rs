@@ -163,6 +163,26 @@ impl Client {
         })
     }
 
+    /// What a failed call's status means. A server that refuses the
+    /// credentials cannot be used this run: said so, with whether a token went.
+    fn status(&self, s: tonic::Status) -> RemoteError {
+        let token = match &self.auth {
+            Some((name, _)) => format!("the token sent in `{name}` was not accepted"),
+            None => "it wants a token: --remote-token-env VAR".to_string(),
+        };
+        match s.code() {
+            Code::Unauthenticated => RemoteError::Unreachable(format!(
+                "the server refused authentication: {}; {token}",
+                s.message()
+            )),
+            Code::PermissionDenied => RemoteError::Unreachable(format!(
+                "the server refused access: {}; {token}",
+                s.message()
+            )),
+            _ => RemoteError::from_status(s),
+        }
+    }
+
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(message);
         if let Some((name, value)) = &self.auth {
@@ -224,7 +244,7 @@ impl Client {
                 Code::Cancelled | Code::DeadlineExceeded => {
                     RemoteError::Unreachable(format!("no answer within {}s", timeout.as_secs()))
                 }
-                _ => RemoteError::from_status(s),
+                _ => self.status(s),
             })
         })
     }
@@ -317,9 +337,9 @@ impl Client {
                     ProstCodec::<proto::ExecuteRequest, proto::Operation>::default(),
                 )
                 .await
-                .map_err(RemoteError::from_status)?
+                .map_err(|s| self.status(s))?
                 .into_inner();
-            while let Some(op) = stream.message().await.map_err(RemoteError::from_status)? {
+            while let Some(op) = stream.message().await.map_err(|s| self.status(s))? {
                 if !op.done {
                     continue;
                 }
@@ -509,7 +529,7 @@ impl Client {
                 )
                 .await
                 .map(tonic::Response::into_inner)
-                .map_err(RemoteError::from_status)
+                .map_err(|s| self.status(s))
             })?;
         if response.committed_size != total {
             return Err(RemoteError::Unreachable(format!(
@@ -613,10 +633,10 @@ impl Client {
                     ProstCodec::<proto::ReadRequest, proto::ReadResponse>::default(),
                 )
                 .await
-                .map_err(RemoteError::from_status)?
+                .map_err(|s| self.status(s))?
                 .into_inner();
             let mut got = 0i64;
-            while let Some(chunk) = stream.message().await.map_err(RemoteError::from_status)? {
+            while let Some(chunk) = stream.message().await.map_err(|s| self.status(s))? {
                 got += chunk.data.len() as i64;
                 // More than the digest says: refused without reading on.
                 if got > limit {
