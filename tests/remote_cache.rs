@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::buildgrid::{free_port, jwt, object_hash, sha256_hex, BuildGrid};
+use common::buildgrid::{build_args, free_port, jwt, object_hash, sha256_hex, BuildGrid};
 use common::{ids, Project};
 
 /// Three steps: a tree with an executable, a symlink and a subdirectory; one
@@ -58,18 +58,8 @@ fn build_with(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> (i32, serde_json::Value, String) {
-    let mut args = vec![
-        "build",
-        "r.kdl",
-        "--json",
-        "--out-link",
-        "out",
-        "--remote",
-        url,
-    ];
-    args.extend_from_slice(extra);
     let out = p
-        .bake_cmd(&args)
+        .bake_cmd(&build_args(url, extra))
         .env_remove("CI")
         .envs(env.iter().copied())
         .output()
@@ -200,17 +190,9 @@ fn a_server_stopped_mid_run_costs_a_warning() {
     let p = Project::new();
     // b runs long enough for the test to stop the server under it.
     p.write("r.kdl", &RECIPE.replace("{ echo b;", "sleep 3; { echo b;"));
+    let url = bg.url();
     let mut child = p
-        .bake_cmd(&[
-            "build",
-            "r.kdl",
-            "--json",
-            "--out-link",
-            "out",
-            "--remote",
-            &bg.url(),
-            "--remote-upload",
-        ])
+        .bake_cmd(&build_args(&url, &["--remote-upload"]))
         .env_remove("CI")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -289,22 +271,14 @@ fn two_stores_pushing_at_once_stay_consistent() {
     let (p1, p2) = (Project::new(), Project::new());
     p1.write("r.kdl", &recipe);
     p2.write("r.kdl", &recipe);
+    let url = bg.url();
     let spawn = |p: &Project| {
-        p.bake_cmd(&[
-            "build",
-            "r.kdl",
-            "--json",
-            "--out-link",
-            "out",
-            "--remote",
-            &bg.url(),
-            "--remote-upload",
-        ])
-        .env_remove("CI")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+        p.bake_cmd(&build_args(&url, &["--remote-upload"]))
+            .env_remove("CI")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     };
     let (c1, c2) = (spawn(&p1), spawn(&p2));
     let (o1, o2) = (

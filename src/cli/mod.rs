@@ -373,6 +373,15 @@ struct RemoteArgs {
     /// Seconds one call to the remote may take (plus 1 s per MiB it moves)
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     remote_timeout: u64,
+    /// Seconds a step sent to the remote's workers may wait for one to take
+    /// it; then it runs here
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 300,
+        requires = "remote_exec"
+    )]
+    remote_queue_timeout: u64,
 }
 
 impl RemoteArgs {
@@ -391,6 +400,7 @@ impl RemoteArgs {
             upload,
             exec: self.remote_exec,
             timeout: std::time::Duration::from_secs(self.remote_timeout.max(1)),
+            queue_timeout: std::time::Duration::from_secs(self.remote_queue_timeout.max(1)),
         })
         .map(Some)
         .map_err(|e| Failure::usage(format!("--remote: {e}")))

@@ -40,6 +40,9 @@ pub enum RemoteError {
     /// tree): refused, and the instance built here.
     #[error("{0}")]
     Refused(String),
+    /// No worker took an action within the time given: it runs here.
+    #[error("no worker took it within {}s", .0.as_secs())]
+    NotTaken(Duration),
 }
 
 impl RemoteError {
@@ -315,12 +318,14 @@ impl Client {
         Ok(())
     }
 
-    /// Runs `action` on the Execution service and waits, at most `wait`, for
-    /// its result.
+    /// Runs `action` on the Execution service: waits at most `queue` for a
+    /// worker to take it, then at most `run` for its result. An action no
+    /// worker took in time is cancelled (as far as the server lets us).
     pub fn execute(
         &self,
         action: &Digest,
-        wait: Duration,
+        queue: Duration,
+        run: Duration,
     ) -> Result<proto::ExecuteResponse, RemoteError> {
         let request = self.request(proto::ExecuteRequest {
             instance_name: self.instance.clone(),
@@ -328,7 +333,8 @@ impl Client {
             action_digest: Some(action.clone()),
             digest_function: SHA256,
         });
-        self.block(wait, async {
+        let mut name = String::new();
+        let outcome = self.block(queue + run, async {
             let mut grpc = self.grpc().await?;
             let mut stream: Streaming<proto::Operation> = grpc
                 .server_streaming(
@@ -339,15 +345,32 @@ impl Client {
                 .await
                 .map_err(|s| self.status(s))?
                 .into_inner();
-            while let Some(op) = stream.message().await.map_err(|s| self.status(s))? {
+            let queued_until = tokio::time::Instant::now() + queue;
+            let mut taken = false;
+            loop {
+                let next = stream.message();
+                let message = match taken {
+                    true => next.await,
+                    false => tokio::time::timeout_at(queued_until, next)
+                        .await
+                        .map_err(|_| RemoteError::NotTaken(queue))?,
+                };
+                let Some(op) = message.map_err(|s| self.status(s))? else {
+                    break;
+                };
+                name.clone_from(&op.name);
+                let stage = op
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| proto::ExecuteOperationMetadata::decode(m.value.as_slice()).ok());
+                taken |= stage.is_some_and(|m| m.stage >= proto::STAGE_EXECUTING);
                 if !op.done {
                     continue;
                 }
                 if let Some(e) = op.error.filter(|e| e.code != 0) {
-                    return Err(RemoteError::Unreachable(format!(
-                        "the execution failed: {}",
-                        e.message
-                    )));
+                    // A worker's refusal (FAILED_PRECONDITION) is this action's
+                    // alone; an Execution service that fails is the run's.
+                    return Err(self.status(tonic::Status::new(Code::from(e.code), e.message)));
                 }
                 let any = op.response.unwrap_or_default();
                 return proto::ExecuteResponse::decode(any.value.as_slice()).map_err(|e| {
@@ -357,7 +380,16 @@ impl Client {
             Err(RemoteError::Unreachable(
                 "the execution ended without a result".into(),
             ))
-        })
+        });
+        if let (Err(RemoteError::NotTaken(_)), false) = (&outcome, name.is_empty()) {
+            // Best effort: a server that cannot cancel runs it later for nobody.
+            let _: Result<proto::Empty, _> = self.unary(
+                "/google.longrunning.Operations/CancelOperation",
+                proto::CancelOperationRequest { name },
+                self.timeout,
+            );
+        }
+        outcome
     }
 
     /// Opens a session; like an update, it may wait for work up to `wait`.

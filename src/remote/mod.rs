@@ -53,6 +53,8 @@ pub struct Options {
     pub exec: bool,
     /// How long one call may take (besides what its bytes need).
     pub timeout: std::time::Duration,
+    /// How long a step sent to the Execution service may wait for a worker.
+    pub queue_timeout: std::time::Duration,
 }
 
 /// A remote cache, as one run of bake uses it.
@@ -61,6 +63,8 @@ pub struct Remote {
     client: Client,
     upload: bool,
     exec: bool,
+    /// How long a step sent away may wait for a worker before it runs here.
+    queue_timeout: std::time::Duration,
     /// The instances run on a worker this run, and where.
     executed: Mutex<Vec<(InstanceId, String)>>,
     /// What the server said of itself; None once it could not be asked.
@@ -143,6 +147,7 @@ impl Remote {
             client,
             upload: options.upload,
             exec: options.exec,
+            queue_timeout: options.queue_timeout,
             executed: Mutex::new(Vec::new()),
             caps: OnceLock::new(),
             down: AtomicBool::new(false),
@@ -204,6 +209,7 @@ impl Remote {
             RemoteError::NotFound => {}
             RemoteError::Unreachable(_) => self.give_up(&e),
             RemoteError::Refused(why) => self.refused(id, &why),
+            RemoteError::NotTaken(_) => self.refused(id, &e.to_string()),
         }
     }
 

@@ -298,6 +298,21 @@ impl Drop for BuildGrid {
     }
 }
 
+/// `bake build r.kdl --json --out-link out --remote URL` and `extra`.
+pub fn build_args<'a>(url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "build",
+        "r.kdl",
+        "--json",
+        "--out-link",
+        "out",
+        "--remote",
+        url,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// A JWT signed with HS256 and `secret` (by PyJWT, which BuildGrid uses to
 /// check it), for subject `ci`, expiring in ten minutes.
 pub fn jwt(secret: &str) -> String {
