@@ -220,7 +220,10 @@ impl<'a> Realiser<'a> {
         }
         report.unneeded = settled.unneeded().collect();
         let pending = settled.pending();
-        if pending.count() > 0 {
+        if !report.failed.is_empty() && !self.keep_going {
+            // A fetch that failed (not one refused) stops the build as a step would.
+            report.skipped.extend(pending.iter());
+        } else if pending.count() > 0 {
             self.schedule(&pending, &state, &progress, &mut report, |i, known| {
                 // A forced rerun (bake check, test --rerun) runs here whatever
                 // the remote has; a refused copy is not asked for again.
