@@ -182,6 +182,19 @@ fn a_tampered_blob_is_refused_and_rebuilt() {
     assert_eq!(hashes(&rebuilt), hashes(&built));
     let a = std::fs::read_to_string(format!("{}/a", rebuilt["outputs"]["a"].as_str().unwrap()));
     assert_eq!(a.unwrap(), "a\n");
+
+    // c's file tampered too, and only c asked for: c is refused, so its inputs
+    // are needed after all (b fetched, a refused again and built), then c built.
+    let blob = bg.blob_path(&sha256_hex(b"a\nb\na\n"));
+    assert!(blob.exists(), "no blob at {}", blob.display());
+    std::fs::write(&blob, b"x\nx\nx\n").unwrap();
+    let third = project();
+    let (code, json, stderr) = build(&third, &bg.url(), &["c"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(ids(&json["built"]), ["a", "c"], "{stderr}");
+    assert_eq!(ids(&json["remote"]), ["b"], "{stderr}");
+    assert_eq!(warnings(&stderr), 2, "{stderr}");
+    assert_eq!(hashes(&json), hashes(&built));
 }
 
 #[test]
