@@ -1,7 +1,9 @@
 //! The remote cache against a real BuildGrid on 127.0.0.1: a second machine
-//! (an empty store) builds nothing itself; a tampered blob is refused and
-//! rebuilt; a server that stops, or was never there, or never answers, costs a
-//! warning and not the build; two stores pushing at once leave a consistent cache.
+//! (an empty store) builds nothing itself, leaves a remote hit's inputs and
+//! sources in the remote, and takes sources from it rather than upstream; a
+//! tampered blob is refused and rebuilt; a server that stops, or was never
+//! there, or never answers, costs a warning and not the build; two stores
+//! pushing at once leave a consistent cache.
 
 mod common;
 
@@ -9,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::buildgrid::{free_port, object_hash, sha256_hex, BuildGrid};
+use common::buildgrid::{build_args, free_port, jwt, object_hash, sha256_hex, BuildGrid};
 use common::{ids, Project};
 
 /// Three steps: a tree with an executable, a symlink and a subdirectory; one
@@ -46,17 +48,22 @@ fn project() -> Project {
 
 /// `bake build r.kdl --json` with the remote, and its stderr.
 fn build(p: &Project, url: &str, extra: &[&str]) -> (i32, serde_json::Value, String) {
-    let mut args = vec![
-        "build",
-        "r.kdl",
-        "--json",
-        "--out-link",
-        "out",
-        "--remote",
-        url,
-    ];
-    args.extend_from_slice(extra);
-    let out = p.bake_cmd(&args).env_remove("CI").output().unwrap();
+    build_with(p, url, extra, &[])
+}
+
+/// [`build`] with these environment variables set.
+fn build_with(
+    p: &Project,
+    url: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, serde_json::Value, String) {
+    let out = p
+        .bake_cmd(&build_args(url, extra))
+        .env_remove("CI")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let json = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
@@ -105,8 +112,11 @@ fn a_second_machine_builds_nothing_itself() {
     let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
     assert_eq!(ids(&plan["remote"]), ["a", "b", "c"], "{plan}");
     assert!(plan["build"].as_array().unwrap().is_empty(), "{plan}");
+    // Only c is asked for (the graph's end): a and b key it and stay there.
+    assert_eq!(ids(&plan["unneeded"]), ["a", "b"], "{plan}");
 
-    let (code, fetched, stderr) = build(&second, &bg.url(), &[]);
+    // All three asked for: all three come down.
+    let (code, fetched, stderr) = build(&second, &bg.url(), &["a", "b", "c"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(fetched["built"].as_array().unwrap().is_empty(), "{fetched}");
     assert_eq!(ids(&fetched["remote"]), ["a", "b", "c"], "{fetched}");
@@ -138,11 +148,12 @@ fn a_second_machine_builds_nothing_itself() {
         std::fs::metadata(output("b").join("big")).unwrap().len(),
         5_000_000
     );
+    assert!(ids(&fetched["unneeded"]).is_empty(), "{fetched}");
     let verify = second.bake(&["verify"]);
     assert!(verify.status.success(), "{verify:?}");
 
     // The store has it now, like any build.
-    let (_, again, _) = build(&second, &bg.url(), &[]);
+    let (_, again, _) = build(&second, &bg.url(), &["a", "b", "c"]);
     assert_eq!(ids(&again["cached"]), ["a", "b", "c"], "{again}");
 }
 
@@ -159,7 +170,7 @@ fn a_tampered_blob_is_refused_and_rebuilt() {
     std::fs::write(&blob, b"b\n").unwrap();
 
     let second = project();
-    let (code, rebuilt, stderr) = build(&second, &bg.url(), &[]);
+    let (code, rebuilt, stderr) = build(&second, &bg.url(), &["a", "b", "c"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.contains("refused what remote") && stderr.contains("does not match its digest"),
@@ -171,6 +182,19 @@ fn a_tampered_blob_is_refused_and_rebuilt() {
     assert_eq!(hashes(&rebuilt), hashes(&built));
     let a = std::fs::read_to_string(format!("{}/a", rebuilt["outputs"]["a"].as_str().unwrap()));
     assert_eq!(a.unwrap(), "a\n");
+
+    // c's file tampered too, and only c asked for: c is refused, so its inputs
+    // are needed after all (b fetched, a refused again and built), then c built.
+    let blob = bg.blob_path(&sha256_hex(b"a\nb\na\n"));
+    assert!(blob.exists(), "no blob at {}", blob.display());
+    std::fs::write(&blob, b"x\nx\nx\n").unwrap();
+    let third = project();
+    let (code, json, stderr) = build(&third, &bg.url(), &["c"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(ids(&json["built"]), ["a", "c"], "{stderr}");
+    assert_eq!(ids(&json["remote"]), ["b"], "{stderr}");
+    assert_eq!(warnings(&stderr), 2, "{stderr}");
+    assert_eq!(hashes(&json), hashes(&built));
 }
 
 #[test]
@@ -179,17 +203,9 @@ fn a_server_stopped_mid_run_costs_a_warning() {
     let p = Project::new();
     // b runs long enough for the test to stop the server under it.
     p.write("r.kdl", &RECIPE.replace("{ echo b;", "sleep 3; { echo b;"));
+    let url = bg.url();
     let mut child = p
-        .bake_cmd(&[
-            "build",
-            "r.kdl",
-            "--json",
-            "--out-link",
-            "out",
-            "--remote",
-            &bg.url(),
-            "--remote-upload",
-        ])
+        .bake_cmd(&build_args(&url, &["--remote-upload"]))
         .env_remove("CI")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -268,22 +284,14 @@ fn two_stores_pushing_at_once_stay_consistent() {
     let (p1, p2) = (Project::new(), Project::new());
     p1.write("r.kdl", &recipe);
     p2.write("r.kdl", &recipe);
+    let url = bg.url();
     let spawn = |p: &Project| {
-        p.bake_cmd(&[
-            "build",
-            "r.kdl",
-            "--json",
-            "--out-link",
-            "out",
-            "--remote",
-            &bg.url(),
-            "--remote-upload",
-        ])
-        .env_remove("CI")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+        p.bake_cmd(&build_args(&url, &["--remote-upload"]))
+            .env_remove("CI")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     };
     let (c1, c2) = (spawn(&p1), spawn(&p2));
     let (o1, o2) = (
@@ -306,7 +314,7 @@ fn two_stores_pushing_at_once_stay_consistent() {
 
     let third = Project::new();
     third.write("r.kdl", &recipe);
-    let (code, j3, stderr) = build(&third, &bg.url(), &[]);
+    let (code, j3, stderr) = build(&third, &bg.url(), &["a", "b", "c"]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(ids(&j3["remote"]), ["a", "b", "c"], "{stderr}");
     assert_eq!(hashes(&j3), hashes(&j1));
@@ -324,4 +332,226 @@ fn remote_exec_without_an_execution_service_builds_here_and_still_caches() {
     assert!(stderr.contains("cannot run steps"), "{stderr}");
     assert!(stderr.contains("3 uploaded"), "{stderr}");
     assert!(stderr.contains("0 run on workers"), "{stderr}");
+}
+
+/// A source and two steps on it; `url` is where the source is fetched from,
+/// which is not part of any key.
+fn source_recipe(url: &str, sha: &str, lib_script: &str) -> String {
+    format!(
+        r##"
+source "pkg" {{
+    url "{url}"
+    hash "sha256:{sha}"
+}}
+build "lib" {{
+    source "pkg"
+    script "{lib_script}"
+}}
+build "app" {{
+    input "lib"
+    script "cat $lib/greeting > $out/app"
+}}
+"##
+    )
+}
+
+const LIB: &str = "cp greeting $out/";
+
+/// A first machine builds (and uploads) the source recipe from a tarball of
+/// its own; returns it and the tarball's sha256.
+fn first_machine(bg: &BuildGrid) -> (Project, String, serde_json::Value) {
+    let first = Project::new();
+    let (tarball, sha) = first.tarball("pkg", &[("greeting", "hello\n")]);
+    let url = format!("file://{}", tarball.display());
+    first.write("r.kdl", &source_recipe(&url, &sha, LIB));
+    let (code, built, stderr) = build(&first, &bg.url(), &["--remote-upload", "lib", "app"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        ids(&built["built"]),
+        ["app", "lib", "source:pkg"],
+        "{stderr}"
+    );
+    // Two results and the source.
+    assert!(stderr.contains("3 uploaded"), "{stderr}");
+    (first, sha, built)
+}
+
+/// A URL nothing answers at: a fetch from upstream would fail the build.
+fn unreachable_url() -> String {
+    format!("http://127.0.0.1:{}/pkg.tar", free_port())
+}
+
+/// The entries of a store directory (`objects`, `sources`), none if absent.
+fn entries(p: &Project, dir: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(p.store().join(dir))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_remote_hit_leaves_its_inputs_and_sources_in_the_remote() {
+    let bg = BuildGrid::cache();
+    let (_first, sha, built) = first_machine(&bg);
+
+    // Another machine, which cannot reach the source's URL.
+    let second = Project::new();
+    second.write("r.kdl", &source_recipe(&unreachable_url(), &sha, LIB));
+    let plan = second
+        .bake_cmd(&["plan", "r.kdl", "--json", "--remote", &bg.url()])
+        .output()
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert!(plan["build"].as_array().unwrap().is_empty(), "{plan}");
+    assert_eq!(ids(&plan["remote"]), ["app", "lib"], "{plan}");
+    assert_eq!(ids(&plan["unneeded"]), ["lib", "source:pkg"], "{plan}");
+
+    let (code, json, stderr) = build(&second, &bg.url(), &["app"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(json["built"].as_array().unwrap().is_empty(), "{json}");
+    assert_eq!(ids(&json["remote"]), ["app", "lib"], "{json}");
+    assert_eq!(ids(&json["unneeded"]), ["lib", "source:pkg"], "{json}");
+    assert_eq!(warnings(&stderr), 0, "{stderr}");
+    // One tree came down (app's file and its Tree message), nothing else.
+    assert!(stderr.contains("remote: 1 fetched ("), "{stderr}");
+    let app = json["outputs"]["app"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("{app}/app")).unwrap(),
+        "hello\n"
+    );
+    assert_eq!(
+        json["outputs"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["app"]
+    );
+    // The store holds app's tree only: not lib's, not the source.
+    let lib = object_hash(std::path::Path::new(
+        built["outputs"]["lib"].as_str().unwrap(),
+    ));
+    assert_eq!(
+        entries(&second, "objects"),
+        [object_hash(std::path::Path::new(app))]
+    );
+    assert!(!entries(&second, "objects").contains(&lib));
+    assert!(entries(&second, "sources").is_empty());
+    let verify = second.bake(&["verify"]);
+    assert!(verify.status.success(), "{verify:?}");
+}
+
+#[test]
+fn a_fresh_store_takes_sources_from_the_remote_not_upstream() {
+    let bg = BuildGrid::cache_on_disk();
+    let (first, sha, _) = first_machine(&bg);
+
+    // lib changed: it builds here, from the source the remote serves (its URL
+    // answers nothing), and app after it.
+    let second = Project::new();
+    let changed = "cp greeting $out/ && echo again >> $out/greeting";
+    second.write("r.kdl", &source_recipe(&unreachable_url(), &sha, changed));
+    let (code, json, stderr) = build(&second, &bg.url(), &["app"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(ids(&json["built"]), ["app", "lib"], "{stderr}");
+    assert_eq!(ids(&json["remote"]), ["source:pkg"], "{stderr}");
+    assert_eq!(warnings(&stderr), 0, "{stderr}");
+    assert_eq!(entries(&second, "sources"), [format!("sha256-{sha}")]);
+    let app = json["outputs"]["app"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("{app}/app")).unwrap(),
+        "hello\nagain\n"
+    );
+
+    // bake fetch takes it from there too.
+    let third = Project::new();
+    third.write("r.kdl", &source_recipe(&unreachable_url(), &sha, LIB));
+    let out = third
+        .bake_cmd(&["fetch", "r.kdl", "--remote", &bg.url()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("remote: 1 fetched"), "{stderr}");
+    assert_eq!(entries(&third, "sources"), [format!("sha256-{sha}")]);
+
+    // The CAS serves other bytes (as many) for the tarball: refused, and
+    // fetched from its URL (reachable again) instead.
+    let blob = bg.blob_path(&sha);
+    let len = std::fs::metadata(&blob).map(|m| m.len()).unwrap_or(0);
+    assert!(len > 0, "no blob at {}", blob.display());
+    std::fs::write(&blob, vec![b'x'; len as usize]).unwrap();
+    let fourth = Project::new();
+    let url = format!("file://{}", first.path("pkg.tar").display());
+    fourth.write("r.kdl", &source_recipe(&url, &sha, changed));
+    let (code, json, stderr) = build(&fourth, &bg.url(), &["app"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("refused what remote") && stderr.contains("does not match its digest"),
+        "{stderr}"
+    );
+    assert_eq!(
+        ids(&json["built"]),
+        ["app", "lib", "source:pkg"],
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_server_that_wants_a_token_takes_a_valid_one_and_costs_a_warning_without() {
+    let bg = BuildGrid::cache_with_jwt("the cache's secret");
+    let token = jwt("the cache's secret");
+    let with_token = ["--remote-token-env", "BAKE_TEST_TOKEN"];
+    let first = project();
+    let upload = [&with_token[..], &["--remote-upload"]].concat();
+    let (code, built, stderr) =
+        build_with(&first, &bg.url(), &upload, &[("BAKE_TEST_TOKEN", &token)]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(warnings(&stderr), 0, "{stderr}");
+    assert!(stderr.contains("3 uploaded"), "{stderr}");
+
+    // With the token: everything from the cache.
+    let second = project();
+    let (code, fetched, stderr) = build_with(
+        &second,
+        &bg.url(),
+        &with_token,
+        &[("BAKE_TEST_TOKEN", &token)],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(ids(&fetched["remote"]), ["a", "b", "c"], "{stderr}");
+    assert_eq!(warnings(&stderr), 0, "{stderr}");
+    let c = |json: &serde_json::Value| json["outputs"]["c"].as_str().map(str::to_string);
+    assert_eq!(
+        c(&fetched).map(|p| object_hash(p.as_ref())),
+        c(&built).map(|p| object_hash(p.as_ref()))
+    );
+
+    // Without one, or with one signed by another secret: refused, one warning
+    // saying so, and everything built here.
+    let others = jwt("another secret");
+    for (extra, env, says) in [
+        (&[][..], &[][..], "it wants a token"),
+        (
+            &with_token[..],
+            &[("BAKE_TEST_TOKEN", others.as_str())][..],
+            "was not accepted",
+        ),
+    ] {
+        let p = project();
+        let (code, json, stderr) = build_with(&p, &bg.url(), extra, env);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(ids(&json["built"]), ["a", "b", "c"], "{stderr}");
+        assert_eq!(warnings(&stderr), 1, "{stderr}");
+        assert!(
+            stderr.contains("the server refused authentication") && stderr.contains(says),
+            "{stderr}"
+        );
+    }
 }

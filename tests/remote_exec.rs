@@ -1,11 +1,12 @@
 //! Remote execution against a real BuildGrid (Execution and Bots services over
 //! a private PostgreSQL) with two `bake worker` processes: every step of a
 //! 4-step recipe, one of them with a toolchain, runs on a worker and gives the
-//! output hashes a local build gives.
+//! output hashes a local build gives. A worker whose toolchain changed under it
+//! refuses the lease, and a step no worker takes runs here after a time.
 
 mod common;
 
-use common::buildgrid::{object_hash, BuildGrid, Worker};
+use common::buildgrid::{build_args, object_hash, BuildGrid, Worker};
 use common::{ids, Project};
 
 /// A diamond: `b` uses the toolchain (its wrapper on PATH, its variables).
@@ -74,17 +75,9 @@ fn every_step_runs_on_a_worker_with_the_hashes_of_a_local_build() {
     ];
     workers.iter().for_each(Worker::wait_joined);
 
+    let url = bg.url();
     let out = p
-        .bake_cmd(&[
-            "build",
-            "r.kdl",
-            "--json",
-            "--out-link",
-            "out",
-            "--remote",
-            &bg.url(),
-            "--remote-exec",
-        ])
+        .bake_cmd(&build_args(&url, &["--remote-exec"]))
         .env_remove("CI")
         .output()
         .unwrap();
@@ -164,4 +157,75 @@ fn a_failing_step_fails_as_it_would_here_with_its_log() {
     assert_eq!(ids(&json["failed"]), ["bad"], "{json}");
     assert!(stderr.contains("failed on worker w1"), "{stderr}");
     assert!(stderr.contains("| on the worker"), "{stderr}");
+}
+
+#[test]
+fn a_lease_whose_toolchain_changed_is_refused_and_a_step_no_worker_takes_runs_here() {
+    let bg = BuildGrid::execution();
+    let worker_side = project();
+    let worker = Worker::start(&worker_side.path("r.kdl"), &bg.url(), "w1");
+    worker.wait_joined();
+    // The worker's machine gets another tc after it joined: it still
+    // advertises the identity it joined with, so BuildGrid hands it b.
+    worker_side.write(
+        "tc/bin/greet",
+        "#!/bin/sh\necho greetings from a newer tc\n",
+    );
+
+    let url = bg.url();
+    let build = |p: &Project, extra: &[&str]| {
+        let args = build_args(&url, &[&["--remote-exec"][..], extra].concat());
+        let started = std::time::Instant::now();
+        let out = p.bake_cmd(&args).env_remove("CI").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let logs = format!("{stderr}\nw1:\n{}", worker.output());
+        assert!(out.status.success(), "{logs}");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (json, stderr, logs, started.elapsed())
+    };
+    let executed = |json: &serde_json::Value| {
+        let mut v: Vec<String> = json["executed"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    };
+
+    let p = project();
+    let (json, stderr, logs, _) = build(&p, &[]);
+    assert_eq!(ids(&json["built"]), ["a", "b", "c", "d"], "{logs}");
+    assert_eq!(executed(&json), ["a", "c", "d"], "{logs}");
+    assert!(worker.output().contains("refused lease"), "{logs}");
+    assert!(
+        worker.output().contains("changed since this worker joined"),
+        "{logs}"
+    );
+    assert_eq!(stderr.matches("warning:").count(), 1, "{logs}");
+    assert!(
+        stderr.contains("cannot run b") && stderr.contains("building it here"),
+        "{logs}"
+    );
+    // b was built here, with this machine's tc.
+    let b = std::fs::read_to_string(format!("{}/b", json["outputs"]["b"].as_str().unwrap()));
+    assert_eq!(
+        b.unwrap(),
+        "greetings from tc\nhello x86_64-linux-musl\na\n"
+    );
+    // The worker joined again with the tc it has now.
+    assert!(
+        common::wait_for(30, || worker.output().contains("joined again")),
+        "{logs}"
+    );
+
+    // Now no worker has the tc b needs: it waits for one 5 s, then runs here.
+    let q = project();
+    let (json, stderr, logs, took) = build(&q, &["--remote-queue-timeout", "5"]);
+    assert_eq!(ids(&json["built"]), ["a", "b", "c", "d"], "{logs}");
+    assert!(!executed(&json).contains(&"b".to_string()), "{logs}");
+    assert_eq!(stderr.matches("warning:").count(), 1, "{logs}");
+    assert!(stderr.contains("no worker took it within 5s"), "{logs}");
+    assert!(took < std::time::Duration::from_secs(120), "{logs}");
 }

@@ -135,18 +135,24 @@ pub(super) fn cmd_plan(
 ) -> Result<(), Failure> {
     let eval = recipe.evaluate()?;
     let store = recipe.open_store()?;
-    let (_, wanted) = select(&eval, targets)?;
+    let (selected, wanted) = select(&eval, targets)?;
     let remote = remote.open()?;
-    let settled = realise::settle_with_remote(&eval, &store, &wanted, remote.as_ref());
+    let mut settled = realise::settle_with_remote(&eval, &store, &wanted, remote.as_ref());
+    settled.mark_needed(
+        &eval,
+        &asked_for(&eval, &selected, targets),
+        remote.as_ref(),
+    );
     let id = |i: usize| eval.instance(i).id.as_str();
     let from_remote: Vec<&str> = settled.remote().map(id).collect();
+    let unneeded: Vec<&str> = settled.unneeded().map(id).collect();
     if json {
         let build: Vec<_> = settled
             .todo()
             .map(|(i, reason)| json!({"id": id(i), "reason": reason.to_string()}))
             .collect();
         let cached: Vec<&str> = settled.ready().map(|(i, _)| id(i)).collect();
-        let mut doc = json!({"build": build, "cached": cached});
+        let mut doc = json!({"build": build, "cached": cached, "unneeded": unneeded});
         if remote.is_some() {
             doc["remote"] = json!(from_remote);
         }
@@ -163,7 +169,11 @@ pub(super) fn cmd_plan(
         outln!("build  {:<width$}  {reason}", id(i));
     }
     for r in &from_remote {
-        outln!("remote {r:<width$}  in the remote cache");
+        let left = match unneeded.contains(r) {
+            true => " (left there: only its output hash is needed)",
+            false => "",
+        };
+        outln!("remote {r:<width$}  in the remote cache{left}");
     }
     if remote.is_some() {
         outln!(

@@ -1,5 +1,6 @@
 //! The `bake` command line: a thin layer over the library.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -220,6 +221,8 @@ enum Command {
         /// Downloads at once [default: 4]
         #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 4)]
         jobs: usize,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Add local files to the store by hash
     Import {
@@ -370,6 +373,15 @@ struct RemoteArgs {
     /// Seconds one call to the remote may take (plus 1 s per MiB it moves)
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     remote_timeout: u64,
+    /// Seconds a step sent to the remote's workers may wait for one to take
+    /// it; then it runs here
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 300,
+        requires = "remote_exec"
+    )]
+    remote_queue_timeout: u64,
 }
 
 impl RemoteArgs {
@@ -388,6 +400,7 @@ impl RemoteArgs {
             upload,
             exec: self.remote_exec,
             timeout: std::time::Duration::from_secs(self.remote_timeout.max(1)),
+            queue_timeout: std::time::Duration::from_secs(self.remote_queue_timeout.max(1)),
         })
         .map(Some)
         .map_err(|e| Failure::usage(format!("--remote: {e}")))
@@ -528,6 +541,17 @@ fn select(eval: &Evaluation, targets: &[String]) -> Result<(Vec<usize>, Selectio
     Ok((selected, wanted))
 }
 
+/// What a command was asked for, whose outputs it reads: the named targets,
+/// or the ends of what it selected (what nothing else selected uses). The
+/// rest of the closure is needed only as far as producing these here needs it.
+fn asked_for(eval: &Evaluation, selected: &[usize], targets: &[String]) -> Selection {
+    let chosen: HashSet<usize> = selected.iter().copied().collect();
+    let end = |i: usize| !eval.graph.dependents(i).iter().any(|d| chosen.contains(d));
+    Selection::from_fn(eval.graph.len(), |i| {
+        chosen.contains(&i) && (!targets.is_empty() || end(i))
+    })
+}
+
 /// `cache/` at the root of the repository holding the recipe; else `./cache`.
 fn default_store(recipe: &Path) -> PathBuf {
     repository_root(recipe).map_or_else(|| PathBuf::from("cache"), |r| r.join("cache"))
@@ -588,7 +612,8 @@ pub fn main() -> i32 {
             recipe,
             fetch,
             jobs,
-        } => cmd_fetch(&recipe, &fetch, jobs),
+            remote,
+        } => cmd_fetch(&recipe, &fetch, jobs, &remote),
         Command::Toolchain {
             command: ToolchainCommand::Check { files },
         } => cmd_toolchain_check(&files),

@@ -90,7 +90,8 @@ pub(super) fn cmd_build(
     let store = recipe.open_store()?;
     let (selected, wanted) = select(&eval, targets)?;
     stop_on_signals();
-    let realiser = Realiser::new(&eval, &store, run.options()?);
+    let asked = asked_for(&eval, &selected, targets);
+    let realiser = Realiser::new(&eval, &store, run.options()?).wanting(asked.clone());
     let report = realiser.build(&wanted);
     report_failures(&eval, &report);
     report_remote(&realiser);
@@ -104,11 +105,10 @@ pub(super) fn cmd_build(
         let path = realise::critical_path(&eval, &report);
         errln!("{}", path.describe(&eval, origin.elapsed()));
     }
-    // Link the outputs of what was asked for: the named targets, or the graph's ends.
-    let links: Vec<(&crate::names::InstanceId, PathBuf)> = selected
+    // Link the outputs of what was asked for.
+    let links: Vec<(&crate::names::InstanceId, PathBuf)> = asked
         .iter()
-        .filter(|&&i| !targets.is_empty() || eval.graph.dependents(i).is_empty())
-        .filter_map(|&i| {
+        .filter_map(|i| {
             let r = report.realised.get(&i)?;
             r.output?;
             Some((&eval.instance(i).id, r.path.clone()?))
@@ -139,6 +139,7 @@ pub(super) fn cmd_build(
             "built": report.built.iter().map(id).collect::<Vec<_>>(),
             "cached": report.cached.iter().map(id).collect::<Vec<_>>(),
             "remote": report.remote.iter().map(id).collect::<Vec<_>>(),
+            "unneeded": report.unneeded.iter().map(id).collect::<Vec<_>>(),
             "failed": failed,
             "outputs": outputs,
         });
@@ -248,7 +249,8 @@ pub(super) fn cmd_release(
         .flat_map(|&r| eval.graph.deps(r).iter().map(|(d, _)| *d))
         .collect();
     stop_on_signals();
-    let realiser = Realiser::new(&eval, &store, run.options()?);
+    let read = Selection::from_fn(eval.graph.len(), |i| images.contains(&i));
+    let realiser = Realiser::new(&eval, &store, run.options()?).wanting(read);
     let report = realiser.build(&eval.graph.closure(&images));
     report_failures(&eval, &report);
     interrupted()?;

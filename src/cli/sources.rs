@@ -6,6 +6,7 @@ pub(super) fn cmd_fetch(
     recipe: &RecipeArgs,
     fetch: &FetchArgs,
     jobs: usize,
+    remote: &RemoteArgs,
 ) -> Result<(), Failure> {
     let eval = recipe.evaluate()?;
     let store = recipe.open_store()?;
@@ -17,10 +18,12 @@ pub(super) fn cmd_fetch(
         jobs: jobs.max(1),
         keep_going: true,
         fetch: fetch.options()?,
-        remote: None,
+        remote: remote.open()?,
     };
     stop_on_signals();
-    let report = Realiser::new(&eval, &store, options).build(&sources);
+    let realiser = Realiser::new(&eval, &store, options);
+    let report = realiser.build(&sources);
+    report_remote(&realiser);
     for i in sources.iter() {
         let inst = eval.instance(i);
         let hash = match &inst.spec {

@@ -88,6 +88,8 @@ pub enum Reason {
     NotInStore(BuildKey),
     /// `bake test --rerun` asked for it.
     Rerun,
+    /// The remote's copy did not check out.
+    Refused,
     /// An input must be built before the key is known; `then`, what differs
     /// from the last build so far (the input shown as not built yet).
     InputFirst {
@@ -133,6 +135,7 @@ impl fmt::Display for Reason {
             ),
             Reason::InputFirst { input, .. } => write!(f, "input {input} will be built first"),
             Reason::Rerun => f.write_str("asked to run again"),
+            Reason::Refused => f.write_str("the remote's copy was refused"),
         }
     }
 }

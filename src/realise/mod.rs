@@ -1,6 +1,7 @@
-//! Realising an evaluation: the settle pass decides what the store already has;
-//! the rest is produced on the scheduler, each instance by its kind, with one
-//! shared fetcher, and committed to the store.
+//! Realising an evaluation: the settle pass decides what the store already has
+//! (and the remote cache, and what is needed at all); remote hits are fetched
+//! first, then the rest is produced on the scheduler, each instance by its
+//! kind, with one shared fetcher, and committed to the store.
 
 mod check;
 mod settle;
@@ -14,9 +15,12 @@ pub use check::Checked;
 pub use settle::{build_key, dep_keys, settle, settle_with_remote, State};
 pub use trace::{chrome_trace, critical_path, Span};
 
-use crate::derivation::{snapshot, Identity, Input, Lookup, Produced, Realised, Step, StepError};
+use crate::derivation::{
+    snapshot, DepKey, Description, Identity, Input, Lookup, Produced, Realised, Reason, Spec, Step,
+    StepError,
+};
 use crate::eval::Evaluation;
-use crate::fetch::{FetchOptions, Fetcher};
+use crate::fetch::{FetchError, FetchOptions, Fetcher};
 use crate::graph::Selection;
 use crate::hash::{BuildKey, OutputHash};
 use crate::names::InstanceId;
@@ -24,7 +28,7 @@ use crate::progress::Progress;
 use crate::remote::Remote;
 use crate::schedule::{self, Outcome};
 use crate::store::hash_tree;
-use crate::store::Store;
+use crate::store::{KeyLock, Store};
 
 /// How to build, beyond what the recipe says.
 pub struct Options {
@@ -39,8 +43,12 @@ pub struct Options {
 pub struct Report {
     pub built: Vec<usize>,
     pub cached: Vec<usize>,
-    /// Fetched from the remote cache, not built here.
+    /// Taken from the remote cache, not built here: fetched, or (when only
+    /// their dependents' keys needed them) known by their recorded output hash.
     pub remote: Vec<usize>,
+    /// Left where they are: remote hits nothing here reads, and the sources
+    /// and toolchains only such instances use.
+    pub unneeded: Vec<usize>,
     pub failed: Vec<(usize, StepError)>,
     /// Stopped while running: bake was interrupted.
     pub interrupted: Vec<usize>,
@@ -48,6 +56,7 @@ pub struct Report {
     pub durations: BTreeMap<usize, std::time::Duration>,
     /// Not run: a dependency failed, or the build stopped.
     pub skipped: Vec<usize>,
+    /// What each instance resolved to; a remote hit left there has no path.
     pub realised: BTreeMap<usize, Realised>,
     /// Every step the scheduler ran, with when and where.
     pub spans: Vec<Span>,
@@ -70,10 +79,15 @@ pub struct Realiser<'a> {
     intact: Mutex<HashSet<OutputHash>>,
     /// Instances produced again even if the store has them.
     force: Selection,
+    /// The instances whose outputs the caller reads; None: every one it wants.
+    roots: Option<Selection>,
     remote: Option<Remote>,
     /// Instances this run took from the remote.
     from_remote: Mutex<HashSet<usize>>,
 }
+
+/// Where each instance of a build stands, shared by the scheduler's steps.
+type Known = Mutex<Vec<Option<Realised>>>;
 
 impl<'a> Realiser<'a> {
     pub fn new(eval: &'a Evaluation, store: &'a Store, options: Options) -> Self {
@@ -85,6 +99,7 @@ impl<'a> Realiser<'a> {
             keep_going: options.keep_going,
             intact: Mutex::new(HashSet::new()),
             force: Selection::from_fn(0, |_| false),
+            roots: None,
             remote: options.remote,
             from_remote: Mutex::new(HashSet::new()),
         }
@@ -108,16 +123,26 @@ impl<'a> Realiser<'a> {
         self
     }
 
+    /// Brings into the store only `roots` and what producing instances here
+    /// needs: the inputs of a remote hit stay in the remote.
+    pub fn wanting(mut self, roots: Selection) -> Self {
+        self.roots = Some(roots);
+        self
+    }
+
     /// Builds every instance in `wanted` (closed under dependencies).
     pub fn build(&self, wanted: &Selection) -> Report {
-        // What the store already has is settled in one pass, so a no-op build
-        // never touches the scheduler.
-        let mut settled = settle(self.eval, self.store, wanted);
+        let remote = self.remote.as_ref();
+        // What the store (and the remote) already has is settled in one pass,
+        // so a no-op build never touches the scheduler.
+        let mut settled = settle_with_remote(self.eval, self.store, wanted, remote);
         for i in self.force.iter() {
             settled.force(i);
         }
-        let pending = settled.pending();
-        let privileged: Vec<&str> = pending
+        let roots = self.roots.as_ref().unwrap_or(wanted);
+        settled.mark_needed(self.eval, roots, remote);
+        let privileged: Vec<&str> = settled
+            .pending()
             .iter()
             .map(|i| self.eval.instance(i))
             .filter(|inst| inst.spec.privileged())
@@ -133,6 +158,7 @@ impl<'a> Realiser<'a> {
             built: Vec::new(),
             cached: settled.ready().map(|(i, _)| i).collect(),
             remote: Vec::new(),
+            unneeded: Vec::new(),
             failed: Vec::new(),
             interrupted: Vec::new(),
             durations: BTreeMap::new(),
@@ -140,76 +166,151 @@ impl<'a> Realiser<'a> {
             realised: settled.ready().map(|(i, r)| (i, r.clone())).collect(),
             spans: Vec::new(),
         };
-        if pending.count() == 0 {
-            return report;
-        }
         let mut known: Vec<Option<Realised>> = vec![None; self.eval.graph.len()];
         for (i, r) in &report.realised {
             known[*i] = Some(r.clone());
         }
+        // A remote hit counts for its dependents' keys by its recorded output.
+        for i in settled.remote() {
+            if let Some(State::Remote {
+                key,
+                output: Some(output),
+            }) = settled.state(i)
+            {
+                known[i] = Some(Realised {
+                    key: *key,
+                    path: None,
+                    output: Some(*output),
+                    built: false,
+                });
+            }
+        }
         let state = Mutex::new(known);
+        let fetched = |state: &Known, i: usize| {
+            let state = state.lock().unwrap_or_else(|e| e.into_inner());
+            state[i].as_ref().is_some_and(|r| r.path.is_some())
+        };
+        let progress = Progress::new(settled.to_fetch().count() + settled.pending().count());
+        // The remote hits needed here first: a copy refused is built here,
+        // and its inputs are needed then, so the pass repeats until none is.
+        loop {
+            let to_fetch = settled.to_fetch();
+            let to_fetch = Selection::from_fn(self.eval.graph.len(), |i| {
+                to_fetch.contains(i) && !fetched(&state, i)
+            });
+            if to_fetch.count() == 0 {
+                break;
+            }
+            let refused = self.schedule(&to_fetch, &state, &progress, &mut report, |i, known| {
+                self.take(i, known, &progress)
+            });
+            if refused.is_empty() {
+                break;
+            }
+            for i in refused {
+                settled.refuse(i);
+            }
+            settled.mark_needed(self.eval, roots, remote);
+        }
+        for i in settled.remote().filter(|&i| !fetched(&state, i)) {
+            report.remote.push(i);
+            if let Some(r) = state.lock().unwrap_or_else(|e| e.into_inner())[i].clone() {
+                report.realised.insert(i, r);
+            }
+        }
+        report.unneeded = settled.unneeded().collect();
+        let pending = settled.pending();
+        if !report.failed.is_empty() && !self.keep_going {
+            // A fetch that failed (not one refused) stops the build as a step would.
+            report.skipped.extend(pending.iter());
+        } else if pending.count() > 0 {
+            self.schedule(&pending, &state, &progress, &mut report, |i, known| {
+                // A forced rerun (bake check, test --rerun) runs here whatever
+                // the remote has; a refused copy is not asked for again.
+                let ask = !self.force.contains(i)
+                    && !matches!(settled.state(i), Some(State::Todo(Reason::Refused)));
+                self.realise(i, known, &progress, ask).map(Some)
+            });
+        }
+        progress.finish();
+        report.cached.sort_unstable();
+        report.remote.sort_unstable();
+        report
+    }
+
+    /// Runs `step` for every instance in `pending` on the scheduler, each after
+    /// its inputs, and records what it produced in `state` and `report`. The
+    /// instances `step` declined (a remote copy refused) are returned.
+    fn schedule(
+        &self,
+        pending: &Selection,
+        state: &Known,
+        progress: &Progress,
+        report: &mut Report,
+        step: impl Fn(usize, &dyn Fn(usize) -> Option<Realised>) -> Result<Option<Realised>, StepError>
+            + Sync,
+    ) -> Vec<usize> {
         let durations = Mutex::new(BTreeMap::new());
         let spans = Mutex::new(Vec::new());
-        let progress = Progress::new(pending.count());
-        let results = schedule::run(
-            &self.eval.graph,
-            &pending,
-            self.jobs,
-            self.keep_going,
-            |i| {
-                let inst = self.eval.instance(i);
-                let realised = |d: usize| {
-                    let state = state.lock().unwrap_or_else(|e| e.into_inner());
-                    state.get(d).cloned().flatten()
-                };
-                if crate::interrupt::requested().is_some() {
-                    return Err(StepError::Cancelled);
-                }
-                let started = Instant::now();
-                let result = self.realise(i, &realised, &progress);
-                let what = match &result {
-                    Ok(_) if self.took_from_remote(i) => "remote",
-                    Ok(r) if r.built => "built",
-                    Ok(_) => "cached",
-                    Err(e) if e.is_interrupted() => "stopped",
-                    Err(_) => "failed",
-                };
-                let end = Instant::now();
-                if what != "cached" {
-                    progress.finished(inst.id.as_str(), what, end - started);
-                    durations
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(i, end - started);
-                }
-                spans.lock().unwrap_or_else(|e| e.into_inner()).push(Span {
-                    instance: i,
-                    lane: rayon::current_thread_index().unwrap_or(0),
-                    start: started,
-                    end,
-                    outcome: what,
-                });
-                if let Ok(r) = &result {
-                    state.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r.clone());
-                }
-                result
-            },
-        );
-        progress.finish();
-        report.durations = durations.into_inner().unwrap_or_else(|e| e.into_inner());
-        report.spans = spans.into_inner().unwrap_or_else(|e| e.into_inner());
+        let results = schedule::run(&self.eval.graph, pending, self.jobs, self.keep_going, |i| {
+            let inst = self.eval.instance(i);
+            let realised = |d: usize| {
+                let state = state.lock().unwrap_or_else(|e| e.into_inner());
+                state.get(d).cloned().flatten()
+            };
+            if crate::interrupt::requested().is_some() {
+                return Err(StepError::Cancelled);
+            }
+            let started = Instant::now();
+            let result = step(i, &realised);
+            let what = match &result {
+                Ok(None) => "refused",
+                Ok(Some(_)) if self.took_from_remote(i) => "remote",
+                Ok(Some(r)) if r.built => "built",
+                Ok(Some(_)) => "cached",
+                Err(e) if e.is_interrupted() => "stopped",
+                Err(_) => "failed",
+            };
+            let end = Instant::now();
+            if what != "cached" {
+                progress.finished(inst.id.as_str(), what, end - started);
+                durations
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(i, end - started);
+            }
+            spans.lock().unwrap_or_else(|e| e.into_inner()).push(Span {
+                instance: i,
+                lane: rayon::current_thread_index().unwrap_or(0),
+                start: started,
+                end,
+                outcome: what,
+            });
+            if let Ok(Some(r)) = &result {
+                state.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r.clone());
+            }
+            result
+        });
+        report
+            .durations
+            .extend(durations.into_inner().unwrap_or_else(|e| e.into_inner()));
+        report
+            .spans
+            .extend(spans.into_inner().unwrap_or_else(|e| e.into_inner()));
         let results = match results {
             Ok(r) => r,
             Err(e) => {
                 let e = StepError::io("cannot start the worker pool", std::io::Error::other(e));
                 report.failed.push((0, e));
-                return report;
+                return Vec::new();
             }
         };
+        let mut declined = Vec::new();
         for (i, r) in results.into_iter().enumerate() {
             match r {
                 None => {}
-                Some(Outcome::Done(r)) => {
+                Some(Outcome::Done(None)) => declined.push(i),
+                Some(Outcome::Done(Some(r))) => {
                     if self.took_from_remote(i) {
                         report.remote.push(i);
                     } else if r.built {
@@ -225,45 +326,93 @@ impl<'a> Realiser<'a> {
                 Some(Outcome::DependencyFailed | Outcome::NotStarted) => report.skipped.push(i),
             }
         }
-        report.cached.sort_unstable();
-        report
+        declined
     }
 
-    /// Realises instance `i` once its dependencies are: found in the store under
-    /// its build key (a rebuilt input may have given the same bytes), or produced.
-    fn realise(
+    /// Instance `i`'s description, its inputs' keys and its build key, once
+    /// its inputs' outputs are known.
+    fn keyed(
         &self,
         i: usize,
         realised: &dyn Fn(usize) -> Option<Realised>,
-        progress: &Progress,
-    ) -> Result<Realised, StepError> {
-        let inst = self.eval.instance(i);
+    ) -> Result<(Description, Vec<DepKey>, BuildKey), StepError> {
         let (deps, pending) = dep_keys(self.eval, i, |d| realised(d).and_then(|r| r.output));
         if let Some(d) = pending {
             return Err(self.missing_input(d));
         }
         let (desc, key) = build_key(self.eval, i, &deps);
-        let lookup = Lookup::new(&inst.id, key, self.store, &desc, &deps);
-        let forced = self.force.contains(i);
-        if let (false, Ok(found)) = (forced, inst.spec.lookup(&lookup)) {
-            return Ok(found);
+        Ok((desc, deps, key))
+    }
+
+    /// What the store has for `lookup` (a rebuilt input may have given the
+    /// same bytes); else the lock to produce it under, asked again once held,
+    /// since another bake may have produced it while we waited.
+    fn stored_or_lock(
+        &self,
+        i: usize,
+        lookup: &Lookup<'_>,
+        forced: bool,
+    ) -> Result<Result<Realised, Option<KeyLock>>, StepError> {
+        let inst = self.eval.instance(i);
+        if let (false, Ok(found)) = (forced, inst.spec.lookup(lookup)) {
+            return Ok(Ok(found));
         }
-        let _lock = match inst.spec.identity() {
+        let lock = match inst.spec.identity() {
             Identity::Output => Some(
                 self.store
-                    .lock_key(&key)
+                    .lock_key(&lookup.key)
                     .map_err(|e| StepError::io("cannot lock the store", e))?,
             ),
             // The fetcher locks what it fetches.
             Identity::Declared => None,
         };
-        // Another bake may have built it while we waited for the lock.
-        if let (false, Ok(found)) = (forced, inst.spec.lookup(&lookup)) {
-            return Ok(found);
+        if let (false, Ok(found)) = (forced, inst.spec.lookup(lookup)) {
+            return Ok(Ok(found));
         }
+        Ok(Err(lock))
+    }
+
+    /// Takes a remote hit from the remote: its tree, or a source's file. None
+    /// when what the remote has is refused (or it is down): then it is built here.
+    fn take(
+        &self,
+        i: usize,
+        realised: &dyn Fn(usize) -> Option<Realised>,
+        progress: &Progress,
+    ) -> Result<Option<Realised>, StepError> {
+        let inst = self.eval.instance(i);
+        let (desc, deps, key) = self.keyed(i, realised)?;
+        let lookup = Lookup::new(&inst.id, key, self.store, &desc, &deps);
+        let _lock = match self.stored_or_lock(i, &lookup, false)? {
+            Ok(found) => return Ok(Some(found)),
+            Err(lock) => lock,
+        };
         progress.started(inst.id.as_str());
-        // A forced rerun (bake check, test --rerun) runs here whatever the remote has.
-        if !forced {
+        match &inst.spec {
+            Spec::Source(s) => self.fetch_remote_source(i, key, &s.hash),
+            _ => self.fetch_remote(i, key, &desc, &deps),
+        }
+    }
+
+    /// Realises instance `i` once its inputs are: found in the store under
+    /// its build key, taken from the remote (if `ask`), or produced.
+    fn realise(
+        &self,
+        i: usize,
+        realised: &dyn Fn(usize) -> Option<Realised>,
+        progress: &Progress,
+        ask: bool,
+    ) -> Result<Realised, StepError> {
+        let inst = self.eval.instance(i);
+        let (desc, deps, key) = self.keyed(i, realised)?;
+        let lookup = Lookup::new(&inst.id, key, self.store, &desc, &deps);
+        let _lock = match self.stored_or_lock(i, &lookup, self.force.contains(i))? {
+            Ok(found) => return Ok(found),
+            Err(lock) => lock,
+        };
+        progress.started(inst.id.as_str());
+        // Its key may be known only now (an input was built first).
+        if ask {
             if let Some(found) = self.fetch_remote(i, key, &desc, &deps)? {
                 return Ok(found);
             }
@@ -271,12 +420,17 @@ impl<'a> Realiser<'a> {
         let inputs = self.inputs(i, realised)?;
         let step = self.step(i, key, &inputs);
         match inst.spec.produce(&step)? {
-            Produced::File(path) => Ok(Realised {
-                key,
-                path: Some(path),
-                output: None,
-                built: true,
-            }),
+            Produced::File(path) => {
+                if let (Some(remote), Spec::Source(s)) = (&self.remote, &inst.spec) {
+                    remote.push_source(&inst.id, &s.hash, &path);
+                }
+                Ok(Realised {
+                    key,
+                    path: Some(path),
+                    output: None,
+                    built: true,
+                })
+            }
             Produced::Present => Ok(Realised {
                 key,
                 path: None,
@@ -313,14 +467,66 @@ impl<'a> Realiser<'a> {
         }
     }
 
+    /// A scratch directory in the store for what comes down from the remote.
+    fn download_dir(&self) -> Result<crate::store::TmpDir, StepError> {
+        self.store
+            .tmp_dir()
+            .map_err(|e| StepError::io("cannot make a download directory", e))
+    }
+
+    /// Records that instance `i` came from the remote this run.
+    fn came_from_remote(&self, i: usize) {
+        self.from_remote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(i);
+    }
+
+    /// A source's file from the remote, into the store once it has the
+    /// declared hash (its CAS digest is checked on the way in).
+    fn fetch_remote_source(
+        &self,
+        i: usize,
+        key: BuildKey,
+        hash: &crate::hash::SourceHash,
+    ) -> Result<Option<Realised>, StepError> {
+        let inst = self.eval.instance(i);
+        let Some(remote) = &self.remote else {
+            return Ok(None);
+        };
+        let work = self.download_dir()?;
+        let file = work.path().join("source");
+        if !remote.fetch_source(&inst.id, hash, &file) {
+            return Ok(None);
+        }
+        let path = match crate::fetch::import_file(&self.store.sources(), &file, Some(hash)) {
+            Ok(_) => self.store.sources().path_of(hash),
+            Err(FetchError::ImportMismatch { actual, .. }) => {
+                remote.refused(
+                    &inst.id,
+                    &format!("the file hashes to {actual}, not to {hash} as declared"),
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.came_from_remote(i);
+        Ok(Some(Realised {
+            key,
+            path: Some(path),
+            output: None,
+            built: true,
+        }))
+    }
+
     /// Instance `i`'s output from the remote cache, committed to the store as
     /// a build here would be, once its tree has the output hash recorded with it.
     fn fetch_remote(
         &self,
         i: usize,
         key: BuildKey,
-        desc: &crate::derivation::Description,
-        deps: &[crate::derivation::DepKey],
+        desc: &Description,
+        deps: &[DepKey],
     ) -> Result<Option<Realised>, StepError> {
         let inst = self.eval.instance(i);
         let Some(remote) = &self.remote else {
@@ -329,10 +535,7 @@ impl<'a> Realiser<'a> {
         if inst.spec.identity() != Identity::Output {
             return Ok(None);
         }
-        let work = self
-            .store
-            .tmp_dir()
-            .map_err(|e| StepError::io("cannot make a download directory", e))?;
+        let work = self.download_dir()?;
         let out = work.path().join("out");
         if remote
             .fetch(&inst.id, inst.kind().name(), &key, &out)
@@ -352,10 +555,7 @@ impl<'a> Realiser<'a> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(output);
-        self.from_remote
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(i);
+        self.came_from_remote(i);
         Ok(Some(Realised {
             key,
             path: Some(self.store.object_path(&output)),
@@ -376,7 +576,10 @@ impl<'a> Realiser<'a> {
             .deps(i)
             .iter()
             .map(|(d, _)| {
-                let r = realised(*d).ok_or_else(|| self.missing_input(*d))?;
+                // A remote hit left in the remote has an output but no path.
+                let r = realised(*d)
+                    .filter(|r| r.output.is_none() || r.path.is_some())
+                    .ok_or_else(|| self.missing_input(*d))?;
                 self.check_intact(&self.eval.instance(*d).id, &r)?;
                 Ok(r)
             })

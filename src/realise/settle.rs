@@ -1,8 +1,9 @@
 //! The settle pass: for every wanted instance, in dependency order, what the store
-//! already has and what must be built, with the reason. `build`, `plan`, `check`
-//! and `why` all decide here, so they cannot disagree.
+//! already has and what must be built, with the reason; then, from the
+//! instances asked for down, which of the others are needed at all. `build`,
+//! `plan`, `check` and `why` all decide here, so they cannot disagree.
 
-use crate::derivation::{key, DepKey, Description, Identity, Lookup, Realised, Reason};
+use crate::derivation::{key, DepKey, Description, Identity, Lookup, Realised, Reason, Spec};
 use crate::eval::Evaluation;
 use crate::graph::Selection;
 use crate::hash::{BuildKey, Digest, OutputHash};
@@ -14,13 +15,21 @@ use crate::store::{KnownKeys, Store};
 pub enum State {
     Ready(Realised),
     Todo(Reason),
-    /// Not here, but the remote cache has it, with this output hash.
-    Remote(OutputHash),
+    /// Not here, but the remote cache has it under `key`: with the output hash
+    /// recorded there, or (a source, keyed by its declared hash) as a file.
+    Remote {
+        key: BuildKey,
+        output: Option<OutputHash>,
+    },
 }
 
 /// The state of every wanted instance.
 pub struct Settlement {
     states: Vec<Option<State>>,
+    /// Whether this run must bring the instance into the store: asked for, or
+    /// an input of one produced here. A remote hit's inputs are not: their
+    /// recorded output hashes key it.
+    needed: Vec<bool>,
 }
 
 impl Settlement {
@@ -31,7 +40,7 @@ impl Settlement {
     /// The instances to build, in dependency order, with their reasons.
     pub fn todo(&self) -> impl Iterator<Item = (usize, &Reason)> {
         self.states.iter().enumerate().filter_map(|(i, s)| match s {
-            Some(State::Todo(r)) => Some((i, r)),
+            Some(State::Todo(r)) if self.needed[i] => Some((i, r)),
             _ => None,
         })
     }
@@ -44,25 +53,79 @@ impl Settlement {
         })
     }
 
-    /// Makes a settled instance one to build anyway.
+    /// Makes a settled instance one to build anyway, here.
     pub fn force(&mut self, i: usize) {
-        if let Some(state @ Some(State::Ready(_))) = self.states.get_mut(i) {
+        if let Some(state @ Some(State::Ready(_) | State::Remote { .. })) = self.states.get_mut(i) {
             *state = Some(State::Todo(Reason::Rerun));
         }
     }
 
-    /// The instances the remote cache has.
+    /// Makes a remote hit whose copy was refused one to build here.
+    pub fn refuse(&mut self, i: usize) {
+        if let Some(state @ Some(State::Remote { .. })) = self.states.get_mut(i) {
+            *state = Some(State::Todo(Reason::Refused));
+        }
+    }
+
+    /// The instances the remote cache has: whose results come from it,
+    /// fetched or (when only their dependents' keys need them) not.
     pub fn remote(&self) -> impl Iterator<Item = usize> + '_ {
         self.states
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| matches!(s, Some(State::Remote(_))).then_some(i))
+            .filter_map(|(i, s)| matches!(s, Some(State::Remote { .. })).then_some(i))
     }
 
+    /// The remote hits to fetch: needed ones.
+    pub fn to_fetch(&self) -> Selection {
+        Selection::from_fn(self.states.len(), |i| {
+            self.needed[i] && matches!(self.state(i), Some(State::Remote { .. }))
+        })
+    }
+
+    /// The instances to build here, in dependency order: needed ones.
     pub fn pending(&self) -> Selection {
         Selection::from_fn(self.states.len(), |i| {
-            matches!(self.state(i), Some(State::Todo(_) | State::Remote(_)))
+            self.needed[i] && matches!(self.state(i), Some(State::Todo(_)))
         })
+    }
+
+    /// What this run leaves where it is: remote hits only their dependents'
+    /// keys need, and the sources and toolchains only such instances use.
+    pub fn unneeded(&self) -> impl Iterator<Item = usize> + '_ {
+        self.states.iter().enumerate().filter_map(|(i, s)| {
+            let elsewhere = matches!(s, Some(State::Todo(_) | State::Remote { .. }));
+            (elsewhere && !self.needed[i]).then_some(i)
+        })
+    }
+
+    /// Decides, from `roots` (the instances asked for) down, what is needed:
+    /// a root, or an input of an instance to build here. A needed source that
+    /// the store lacks is looked up in the remote, which then serves it.
+    pub fn mark_needed(&mut self, eval: &Evaluation, roots: &Selection, remote: Option<&Remote>) {
+        // Dependents come after their inputs in the graph's order.
+        for i in (0..self.states.len()).rev() {
+            if self.states[i].is_none() {
+                continue;
+            }
+            let builds_here =
+                |j: &usize| self.needed[*j] && matches!(self.states[*j], Some(State::Todo(_)));
+            self.needed[i] = roots.contains(i) || eval.graph.dependents(i).iter().any(builds_here);
+            let (Some(remote), true) = (remote, self.needed[i]) else {
+                continue;
+            };
+            let inst = eval.instance(i);
+            if let (Some(State::Todo(Reason::NotFetched)), Spec::Source(s)) =
+                (&self.states[i], &inst.spec)
+            {
+                if remote.has_source(&inst.id, &s.hash) {
+                    self.states[i] = Some(State::Remote {
+                        key: inst.key.as_build_key(),
+                        output: None,
+                    });
+                }
+            }
+        }
     }
 }
 
@@ -84,7 +147,7 @@ pub fn settle_with_remote(
     for i in wanted.iter() {
         let output_of = |d: usize| match &states[d] {
             Some(State::Ready(r)) => r.output,
-            Some(State::Remote(o)) => Some(*o),
+            Some(State::Remote { output, .. }) => *output,
             _ => None,
         };
         let inst = eval.instance(i);
@@ -116,9 +179,13 @@ pub fn settle_with_remote(
             None => match inst.spec.lookup(&lookup) {
                 Ok(r) => State::Ready(r),
                 Err(reason) => match remote.filter(|_| inst.spec.identity() == Identity::Output) {
-                    Some(remote) => remote
-                        .recorded(&inst.id, inst.kind().name(), &key)
-                        .map_or(State::Todo(reason), State::Remote),
+                    Some(remote) => remote.recorded(&inst.id, inst.kind().name(), &key).map_or(
+                        State::Todo(reason),
+                        |output| State::Remote {
+                            key,
+                            output: Some(output),
+                        },
+                    ),
                     None => State::Todo(reason),
                 },
             },
@@ -126,7 +193,8 @@ pub fn settle_with_remote(
         states[i] = Some(state);
     }
     known.save(store);
-    Settlement { states }
+    let needed = vec![true; states.len()];
+    Settlement { states, needed }
 }
 
 /// The keys of instance `i`'s dependencies: declared ones by their eval keys,

@@ -40,6 +40,9 @@ pub enum RemoteError {
     /// tree): refused, and the instance built here.
     #[error("{0}")]
     Refused(String),
+    /// No worker took an action within the time given: it runs here.
+    #[error("no worker took it within {}s", .0.as_secs())]
+    NotTaken(Duration),
 }
 
 impl RemoteError {
@@ -163,6 +166,26 @@ impl Client {
         })
     }
 
+    /// What a failed call's status means. A server that refuses the
+    /// credentials cannot be used this run: said so, with whether a token went.
+    fn status(&self, s: tonic::Status) -> RemoteError {
+        let token = match &self.auth {
+            Some((name, _)) => format!("the token sent in `{name}` was not accepted"),
+            None => "it wants a token: --remote-token-env VAR".to_string(),
+        };
+        match s.code() {
+            Code::Unauthenticated => RemoteError::Unreachable(format!(
+                "the server refused authentication: {}; {token}",
+                s.message()
+            )),
+            Code::PermissionDenied => RemoteError::Unreachable(format!(
+                "the server refused access: {}; {token}",
+                s.message()
+            )),
+            _ => RemoteError::from_status(s),
+        }
+    }
+
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(message);
         if let Some((name, value)) = &self.auth {
@@ -224,7 +247,7 @@ impl Client {
                 Code::Cancelled | Code::DeadlineExceeded => {
                     RemoteError::Unreachable(format!("no answer within {}s", timeout.as_secs()))
                 }
-                _ => RemoteError::from_status(s),
+                _ => self.status(s),
             })
         })
     }
@@ -295,12 +318,14 @@ impl Client {
         Ok(())
     }
 
-    /// Runs `action` on the Execution service and waits, at most `wait`, for
-    /// its result.
+    /// Runs `action` on the Execution service: waits at most `queue` for a
+    /// worker to take it, then at most `run` for its result. An action no
+    /// worker took in time is cancelled (as far as the server lets us).
     pub fn execute(
         &self,
         action: &Digest,
-        wait: Duration,
+        queue: Duration,
+        run: Duration,
     ) -> Result<proto::ExecuteResponse, RemoteError> {
         let request = self.request(proto::ExecuteRequest {
             instance_name: self.instance.clone(),
@@ -308,7 +333,8 @@ impl Client {
             action_digest: Some(action.clone()),
             digest_function: SHA256,
         });
-        self.block(wait, async {
+        let mut name = String::new();
+        let outcome = self.block(queue + run, async {
             let mut grpc = self.grpc().await?;
             let mut stream: Streaming<proto::Operation> = grpc
                 .server_streaming(
@@ -317,17 +343,34 @@ impl Client {
                     ProstCodec::<proto::ExecuteRequest, proto::Operation>::default(),
                 )
                 .await
-                .map_err(RemoteError::from_status)?
+                .map_err(|s| self.status(s))?
                 .into_inner();
-            while let Some(op) = stream.message().await.map_err(RemoteError::from_status)? {
+            let queued_until = tokio::time::Instant::now() + queue;
+            let mut taken = false;
+            loop {
+                let next = stream.message();
+                let message = match taken {
+                    true => next.await,
+                    false => tokio::time::timeout_at(queued_until, next)
+                        .await
+                        .map_err(|_| RemoteError::NotTaken(queue))?,
+                };
+                let Some(op) = message.map_err(|s| self.status(s))? else {
+                    break;
+                };
+                name.clone_from(&op.name);
+                let stage = op
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| proto::ExecuteOperationMetadata::decode(m.value.as_slice()).ok());
+                taken |= stage.is_some_and(|m| m.stage >= proto::STAGE_EXECUTING);
                 if !op.done {
                     continue;
                 }
                 if let Some(e) = op.error.filter(|e| e.code != 0) {
-                    return Err(RemoteError::Unreachable(format!(
-                        "the execution failed: {}",
-                        e.message
-                    )));
+                    // A worker's refusal (FAILED_PRECONDITION) is this action's
+                    // alone; an Execution service that fails is the run's.
+                    return Err(self.status(tonic::Status::new(Code::from(e.code), e.message)));
                 }
                 let any = op.response.unwrap_or_default();
                 return proto::ExecuteResponse::decode(any.value.as_slice()).map_err(|e| {
@@ -337,7 +380,16 @@ impl Client {
             Err(RemoteError::Unreachable(
                 "the execution ended without a result".into(),
             ))
-        })
+        });
+        if let (Err(RemoteError::NotTaken(_)), false) = (&outcome, name.is_empty()) {
+            // Best effort: a server that cannot cancel runs it later for nobody.
+            let _: Result<proto::Empty, _> = self.unary(
+                "/google.longrunning.Operations/CancelOperation",
+                proto::CancelOperationRequest { name },
+                self.timeout,
+            );
+        }
+        outcome
     }
 
     /// Opens a session; like an update, it may wait for work up to `wait`.
@@ -509,7 +561,7 @@ impl Client {
                 )
                 .await
                 .map(tonic::Response::into_inner)
-                .map_err(RemoteError::from_status)
+                .map_err(|s| self.status(s))
             })?;
         if response.committed_size != total {
             return Err(RemoteError::Unreachable(format!(
@@ -613,10 +665,10 @@ impl Client {
                     ProstCodec::<proto::ReadRequest, proto::ReadResponse>::default(),
                 )
                 .await
-                .map_err(RemoteError::from_status)?
+                .map_err(|s| self.status(s))?
                 .into_inner();
             let mut got = 0i64;
-            while let Some(chunk) = stream.message().await.map_err(RemoteError::from_status)? {
+            while let Some(chunk) = stream.message().await.map_err(|s| self.status(s))? {
                 got += chunk.data.len() as i64;
                 // More than the digest says: refused without reading on.
                 if got > limit {

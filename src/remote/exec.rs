@@ -216,10 +216,14 @@ impl Remote {
         let action_digest = digest_of(&action);
         blobs.insert(action_digest.clone(), Blob::Bytes(action));
         let sent = self.client.upload(&blobs, batch_limit)?;
-        // Bounded by the step's own limit, and time to wait for a worker.
+        // Bounded by the time to wait for a worker, then by the step's own limit.
         let response = self
             .client
-            .execute(&action_digest, s.limits.time + QUEUE_WAIT)
+            .execute(
+                &action_digest,
+                self.queue_timeout,
+                s.limits.time + RESULT_SLACK,
+            )
             .map_err(Failure::Execution)?;
         if let Some(status) = response.status.filter(|st| st.code != 0) {
             return Err(Failure::Execution(RemoteError::Refused(format!(
@@ -281,5 +285,6 @@ impl Remote {
     }
 }
 
-/// How long an action may wait for a worker besides its own time limit.
-const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long a result may take beyond the step's own time limit once a worker
+/// runs it: moving its inputs and outputs.
+const RESULT_SLACK: std::time::Duration = std::time::Duration::from_secs(600);

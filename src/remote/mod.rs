@@ -16,13 +16,14 @@ mod worker;
 
 pub use worker::{serve, Toolchain as WorkerToolchain};
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use prost::Message;
 
-use crate::hash::{BuildKey, OutputHash};
+use crate::hash::{BuildKey, OutputHash, SourceHash};
 use crate::names::InstanceId;
 use crate::store::hash_tree;
 
@@ -33,6 +34,8 @@ use proto::{ActionResult, Digest};
 const OUTPUT_HASH_FILE: &str = "bake-output-hash";
 /// The ActionResult's directory holding the output tree.
 const OUTPUT_DIR: &str = "out";
+/// The ActionResult's file holding a source, as fetched.
+const SOURCE_FILE: &str = "source";
 /// Part of every action bake makes: change it when the mapping changes.
 const SALT: &[u8] = b"bake-remote-v1";
 
@@ -50,6 +53,8 @@ pub struct Options {
     pub exec: bool,
     /// How long one call may take (besides what its bytes need).
     pub timeout: std::time::Duration,
+    /// How long a step sent to the Execution service may wait for a worker.
+    pub queue_timeout: std::time::Duration,
 }
 
 /// A remote cache, as one run of bake uses it.
@@ -58,6 +63,8 @@ pub struct Remote {
     client: Client,
     upload: bool,
     exec: bool,
+    /// How long a step sent away may wait for a worker before it runs here.
+    queue_timeout: std::time::Duration,
     /// The instances run on a worker this run, and where.
     executed: Mutex<Vec<(InstanceId, String)>>,
     /// What the server said of itself; None once it could not be asked.
@@ -66,6 +73,9 @@ pub struct Remote {
     down: AtomicBool,
     /// Set after its Execution service failed: steps run here from then on.
     exec_down: AtomicBool,
+    /// Actions the cache said it lacks this run: asked once, not again when
+    /// the settle pass and then the build come to the same key.
+    missing: Mutex<HashSet<String>>,
     stats: Mutex<Stats>,
 }
 
@@ -137,10 +147,12 @@ impl Remote {
             client,
             upload: options.upload,
             exec: options.exec,
+            queue_timeout: options.queue_timeout,
             executed: Mutex::new(Vec::new()),
             caps: OnceLock::new(),
             down: AtomicBool::new(false),
             exec_down: AtomicBool::new(false),
+            missing: Mutex::new(HashSet::new()),
             stats: Mutex::new(Stats::default()),
         })
     }
@@ -196,21 +208,39 @@ impl Remote {
         match e {
             RemoteError::NotFound => {}
             RemoteError::Unreachable(_) => self.give_up(&e),
-            RemoteError::Refused(why) => crate::progress::warn(&format!(
-                "refused what remote {} has for {id}: {why}; building it here",
-                self.url
-            )),
+            RemoteError::Refused(why) => self.refused(id, &why),
+            RemoteError::NotTaken(_) => self.refused(id, &e.to_string()),
         }
     }
 
+    /// Says that what the remote has for `id` is refused, and why.
+    pub fn refused(&self, id: &InstanceId, why: &str) {
+        crate::progress::warn(&format!(
+            "refused what remote {} has for {id}: {why}; building it here",
+            self.url
+        ));
+    }
+
+    /// The cache's result for `action`, remembering a miss for the rest of the run.
+    fn action_result(&self, action: &Digest, inline: &[&str]) -> Result<ActionResult, RemoteError> {
+        let missing = || self.missing.lock().unwrap_or_else(|e| e.into_inner());
+        if missing().contains(&action.hash) {
+            return Err(RemoteError::NotFound);
+        }
+        let found = self.client.get_action_result(action, inline);
+        if let Err(RemoteError::NotFound) = found {
+            missing().insert(action.hash.clone());
+        }
+        found
+    }
+
     /// The output hash the remote has recorded for `key`, without fetching
-    /// anything (for `bake plan`).
+    /// anything (for `bake plan`, and the keys of its dependents).
     pub fn recorded(&self, id: &InstanceId, kind: &str, key: &BuildKey) -> Option<OutputHash> {
         self.caps()?;
         let (action, _) = cache_action(kind, key);
         let found = self
-            .client
-            .get_action_result(&action, &[OUTPUT_HASH_FILE])
+            .action_result(&action, &[OUTPUT_HASH_FILE])
             .and_then(|r| self.parse(&r));
         match found {
             Ok((output, _)) => Some(output),
@@ -233,9 +263,7 @@ impl Remote {
         let caps = self.caps()?;
         let (action, _) = cache_action(kind, key);
         let fetched = (|| {
-            let result = self
-                .client
-                .get_action_result(&action, &[OUTPUT_HASH_FILE])?;
+            let result = self.action_result(&action, &[OUTPUT_HASH_FILE])?;
             let (output, tree) = self.parse(&result)?;
             let tree = self.client.read_blob(&tree)?;
             let bytes = tree::unpack(&self.client, &tree, dest, caps.batch_limit)?;
@@ -260,6 +288,76 @@ impl Remote {
                 None
             }
         }
+    }
+
+    /// The digest of the file the remote holds for the source with `hash`.
+    fn source_blob(&self, hash: &SourceHash) -> Result<Digest, RemoteError> {
+        let (action, _) = source_action(hash);
+        let result = self.action_result(&action, &[])?;
+        result
+            .output_files
+            .iter()
+            .find(|f| f.path == SOURCE_FILE)
+            .and_then(|f| f.digest.clone())
+            .ok_or_else(|| RemoteError::Refused(format!("the result has no {SOURCE_FILE}")))
+    }
+
+    /// Whether the remote holds the source with `hash` (for the plan).
+    pub fn has_source(&self, id: &InstanceId, hash: &SourceHash) -> bool {
+        if self.caps().is_none() {
+            return false;
+        }
+        match self.source_blob(hash) {
+            Ok(_) => true,
+            Err(e) => {
+                self.failed(id, e);
+                false
+            }
+        }
+    }
+
+    /// Downloads the source with `hash` into the file `dest`, checked against
+    /// its CAS digest; the caller checks it against `hash` before storing it.
+    pub fn fetch_source(&self, id: &InstanceId, hash: &SourceHash, dest: &Path) -> bool {
+        if self.caps().is_none() {
+            return false;
+        }
+        let fetched = self.source_blob(hash).and_then(|digest| {
+            self.client.read_to_file(&digest, dest)?;
+            Ok(digest.size_bytes.max(0) as u64)
+        });
+        match fetched {
+            Ok(bytes) => {
+                let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+                s.fetched += 1;
+                s.bytes_down += bytes;
+                true
+            }
+            Err(e) => {
+                self.failed(id, e);
+                false
+            }
+        }
+    }
+
+    /// Uploads the source file at `path` (checked to have `hash`): the blob
+    /// first, then the ActionResult naming it.
+    pub fn push_source(&self, id: &InstanceId, hash: &SourceHash, path: &Path) {
+        let (action, action_blobs) = source_action(hash);
+        self.push_result(id, action, action_blobs, |blobs| {
+            let digest = client::digest_file(path).map_err(|e| {
+                RemoteError::Refused(format!("cannot read {}: {e}", path.display()))
+            })?;
+            blobs.insert(digest.clone(), Blob::File(path.to_path_buf()));
+            Ok(ActionResult {
+                output_files: vec![proto::OutputFile {
+                    path: SOURCE_FILE.into(),
+                    digest: Some(digest),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+        });
     }
 
     /// The recorded output hash and the tree's digest in an ActionResult bake wrote.
@@ -303,6 +401,40 @@ impl Remote {
         tree: &Path,
         output: &OutputHash,
     ) {
+        let (action, action_blobs) = cache_action(kind, key);
+        self.push_result(id, action, action_blobs, |blobs| {
+            let packed = tree::pack(tree, false)
+                .map_err(|e| RemoteError::Refused(format!("cannot read the output: {e}")))?;
+            let hash_blob = output.to_string().into_bytes();
+            let hash_digest = digest_of(&hash_blob);
+            let tree_digest = digest_of(&packed.tree);
+            blobs.extend(packed.blobs);
+            blobs.insert(hash_digest.clone(), Blob::Bytes(hash_blob));
+            blobs.insert(tree_digest.clone(), Blob::Bytes(packed.tree));
+            Ok(ActionResult {
+                output_files: vec![proto::OutputFile {
+                    path: OUTPUT_HASH_FILE.into(),
+                    digest: Some(hash_digest),
+                    ..Default::default()
+                }],
+                output_directories: vec![proto::OutputDirectory {
+                    path: OUTPUT_DIR.into(),
+                    tree_digest: Some(tree_digest),
+                }],
+                ..Default::default()
+            })
+        });
+    }
+
+    /// Uploads the blobs `describe` gathers (with the action's own), then the
+    /// ActionResult it returns under `action`, if uploads are on.
+    fn push_result(
+        &self,
+        id: &InstanceId,
+        action: Digest,
+        action_blobs: Vec<(Digest, Vec<u8>)>,
+        describe: impl FnOnce(&mut BTreeMap<Digest, Blob>) -> Result<ActionResult, RemoteError>,
+    ) {
         if !self.upload {
             return;
         }
@@ -315,39 +447,22 @@ impl Remote {
             ));
             return;
         }
-        let (action, action_blobs) = cache_action(kind, key);
         let pushed = (|| {
-            let packed = tree::pack(tree, false)
-                .map_err(|e| RemoteError::Refused(format!("cannot read the output: {e}")))?;
-            let hash_blob = output.to_string().into_bytes();
-            let hash_digest = digest_of(&hash_blob);
-            let tree_digest = digest_of(&packed.tree);
-            let mut blobs = packed.blobs;
-            blobs.insert(hash_digest.clone(), Blob::Bytes(hash_blob));
-            blobs.insert(tree_digest.clone(), Blob::Bytes(packed.tree));
+            let mut blobs = BTreeMap::new();
+            let mut result = describe(&mut blobs)?;
             for (d, b) in action_blobs {
                 blobs.insert(d, Blob::Bytes(b));
             }
             let sent = self.client.upload(&blobs, caps.batch_limit)?;
-            self.client.update_action_result(
-                &action,
-                ActionResult {
-                    output_files: vec![proto::OutputFile {
-                        path: OUTPUT_HASH_FILE.into(),
-                        digest: Some(hash_digest),
-                        ..Default::default()
-                    }],
-                    output_directories: vec![proto::OutputDirectory {
-                        path: OUTPUT_DIR.into(),
-                        tree_digest: Some(tree_digest),
-                    }],
-                    execution_metadata: Some(proto::ExecutedActionMetadata {
-                        worker: format!("bake {}", env!("CARGO_PKG_VERSION")),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            )?;
+            result.execution_metadata = Some(proto::ExecutedActionMetadata {
+                worker: format!("bake {}", env!("CARGO_PKG_VERSION")),
+                ..Default::default()
+            });
+            self.client.update_action_result(&action, result)?;
+            self.missing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&action.hash);
             Ok(sent)
         })();
         match pushed {
@@ -375,14 +490,35 @@ impl Remote {
 /// The build key already covers the script, the variables, the toolchain's
 /// identity and the inputs' output hashes.
 pub fn cache_action(kind: &str, key: &BuildKey) -> (Digest, Vec<(Digest, Vec<u8>)>) {
-    let command = proto::Command {
-        arguments: vec![
+    action(
+        vec![
             "bake".into(),
             "realise".into(),
             kind.into(),
             key.to_string(),
         ],
-        output_paths: vec![OUTPUT_HASH_FILE.into(), OUTPUT_DIR.into()],
+        vec![OUTPUT_HASH_FILE.into(), OUTPUT_DIR.into()],
+    )
+}
+
+/// The action a source is cached under: from its declared hash alone (as its
+/// dependents key it), so a URL or a mirror changes nothing:
+///
+/// - Command: `arguments ["bake", "source", "ALGO:HEX"]`, `output_paths ["source"]`;
+/// - Action: that command's digest, the empty input root, salt `bake-remote-v1`;
+/// - ActionResult: the output file `source`, the file as fetched.
+pub fn source_action(hash: &SourceHash) -> (Digest, Vec<(Digest, Vec<u8>)>) {
+    action(
+        vec!["bake".into(), "source".into(), hash.to_string()],
+        vec![SOURCE_FILE.into()],
+    )
+}
+
+/// The action of a Command with these arguments and output paths, and its blobs.
+fn action(arguments: Vec<String>, output_paths: Vec<String>) -> (Digest, Vec<(Digest, Vec<u8>)>) {
+    let command = proto::Command {
+        arguments,
+        output_paths,
         ..Default::default()
     }
     .encode_to_vec();
@@ -432,5 +568,18 @@ mod tests {
         assert_ne!(cache_action("build", &k1).0, cache_action("build", &k2).0);
         assert_ne!(cache_action("build", &k1).0, cache_action("sysext", &k1).0);
         assert_eq!(cache_action("build", &k1).0.hash.len(), 64);
+    }
+
+    #[test]
+    fn a_source_is_cached_under_its_declared_hash_alone() {
+        let hash = |c: char| -> SourceHash {
+            format!("sha256:{}", c.to_string().repeat(64))
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(source_action(&hash('a')).0, source_action(&hash('a')).0);
+        assert_ne!(source_action(&hash('a')).0, source_action(&hash('b')).0);
+        let key: BuildKey = crate::hash::Digest::of(b"a").to_hex().parse().unwrap();
+        assert_ne!(source_action(&hash('a')).0, cache_action("source", &key).0);
     }
 }

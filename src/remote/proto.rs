@@ -356,6 +356,9 @@ pub struct ExecuteRequest {
 pub struct Operation {
     #[prost(string, tag = "1")]
     pub name: String,
+    /// An ExecuteOperationMetadata: the stage the action is at.
+    #[prost(message, optional, tag = "2")]
+    pub metadata: Option<prost_types::Any>,
     #[prost(bool, tag = "3")]
     pub done: bool,
     #[prost(message, optional, tag = "4")]
@@ -363,6 +366,27 @@ pub struct Operation {
     #[prost(message, optional, tag = "5")]
     pub response: Option<prost_types::Any>,
 }
+
+/// ExecuteOperationMetadata, for its stage.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExecuteOperationMetadata {
+    #[prost(int32, tag = "1")]
+    pub stage: i32,
+}
+
+/// ExecutionStage.Value: a worker runs the action.
+pub const STAGE_EXECUTING: i32 = 3;
+
+/// google.longrunning.CancelOperationRequest.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CancelOperationRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+}
+
+/// google.protobuf.Empty.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Empty {}
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ExecuteResponse {

@@ -41,17 +41,12 @@ const ACTION_TYPE: &str = "type.googleapis.com/build.bazel.remote.execution.v2.A
 const DIGEST_TYPE: &str = "type.googleapis.com/build.bazel.remote.execution.v2.Digest";
 const RESULT_TYPE: &str = "type.googleapis.com/build.bazel.remote.execution.v2.ActionResult";
 
-/// Serves leases as bot `name` until bake is interrupted; an error when the
-/// server cannot be reached at the start.
-pub fn serve(
-    remote: &Remote,
-    store: &Store,
-    toolchains: &[Toolchain],
-    name: &str,
-    jobs: usize,
-) -> Result<(), String> {
-    let client = &remote.client;
-    let caps = client.capabilities().map_err(|e| e.to_string())?;
+/// What a worker finds its toolchains to be now, evaluated again.
+pub type CurrentToolchains<'a> = dyn Fn() -> Result<Vec<Toolchain>, String> + Sync + 'a;
+
+/// The device a worker with `toolchains` advertises: OSFamily, ISA and one
+/// `bake-toolchain` per toolchain (and `none`, for steps without one).
+fn device(name: &str, toolchains: &[Toolchain]) -> Device {
     let mut properties = vec![
         ("OSFamily", "linux".to_string()),
         ("ISA", isa()),
@@ -62,7 +57,7 @@ pub fn serve(
             .iter()
             .map(|t| (TOOLCHAIN_PROPERTY, t.spec.identity.to_hex())),
     );
-    let device = Device {
+    Device {
         handle: name.to_string(),
         properties: properties
             .into_iter()
@@ -71,14 +66,40 @@ pub fn serve(
                 value,
             })
             .collect(),
-    };
-    let join = || {
+    }
+}
+
+/// The identities of `toolchains`, sorted.
+fn identities(toolchains: &[Toolchain]) -> Vec<String> {
+    let mut ids: Vec<String> = toolchains
+        .iter()
+        .map(|t| t.spec.identity.to_hex())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Serves leases as bot `name` until bake is interrupted, advertising
+/// `toolchains` (and, once `current` finds them changed, what it finds); an
+/// error when the server cannot be reached at the start.
+pub fn serve(
+    remote: &Remote,
+    store: &Store,
+    toolchains: Vec<Toolchain>,
+    current: &CurrentToolchains<'_>,
+    name: &str,
+    jobs: usize,
+) -> Result<(), String> {
+    let client = &remote.client;
+    let caps = client.capabilities().map_err(|e| e.to_string())?;
+    let mut advertised = toolchains;
+    let join = |toolchains: &[Toolchain]| {
         client.create_bot_session(
             BotSession {
                 bot_id: name.to_string(),
                 status: proto::BOT_OK,
                 worker: Some(proto::Worker {
-                    devices: vec![device.clone()],
+                    devices: vec![device(name, toolchains)],
                 }),
                 ..Default::default()
             },
@@ -87,11 +108,11 @@ pub fn serve(
     };
     // A server that is not there at the start is an error; one lost later is
     // joined again, every few seconds, until bake is stopped.
-    let mut session = join().map_err(|e| format!("cannot join the worker pool: {e}"))?;
+    let mut session = join(&advertised).map_err(|e| format!("cannot join the worker pool: {e}"))?;
     crate::progress::note(&format!(
         "worker {name} joined {} with {} toolchain(s)",
         remote.url,
-        toolchains.len()
+        advertised.len()
     ));
     loop {
         if crate::interrupt::requested().is_some() {
@@ -103,20 +124,20 @@ pub fn serve(
             .leases
             .iter()
             .position(|l| l.state == proto::LEASE_ACTIVE || l.state == proto::LEASE_PENDING);
+        let mut refused = false;
         if let Some(n) = new {
             let lease = session.leases[n].clone();
+            let machine = Machine {
+                remote,
+                store,
+                toolchains: &advertised,
+                current,
+                name,
+                jobs,
+                batch_limit: caps.batch_limit,
+            };
             session.leases[n] = std::thread::scope(|scope| {
-                let run = scope.spawn(|| {
-                    run_lease(
-                        remote,
-                        store,
-                        toolchains,
-                        name,
-                        jobs,
-                        caps.batch_limit,
-                        &lease,
-                    )
-                });
+                let run = scope.spawn(|| run_lease(&machine, &lease));
                 // Kept alive while the step runs, with the lease active.
                 let mut alive = session.clone();
                 alive.leases[n].state = proto::LEASE_ACTIVE;
@@ -139,6 +160,10 @@ pub fn serve(
                     ..lease.clone()
                 })
             });
+            refused = session.leases[n]
+                .status
+                .as_ref()
+                .is_some_and(|s| s.code == FAILED_PRECONDITION);
         }
         match client.update_bot_session(session.clone(), POLL) {
             Ok(s) => session = s,
@@ -151,8 +176,22 @@ pub fn serve(
                 while Instant::now() < until && crate::interrupt::requested().is_none() {
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                if let Ok(s) = join() {
+                if let Ok(s) = join(&advertised) {
                     session = s;
+                }
+            }
+        }
+        // A refusal because the toolchains changed here: from now on the
+        // worker advertises what it has, so it is given only leases it can run.
+        if let (true, Ok(now)) = (refused, current()) {
+            if identities(&now) != identities(&advertised) {
+                if let Ok(s) = join(&now) {
+                    crate::progress::note(&format!(
+                        "worker {name} joined again with {} toolchain(s): its toolchains changed",
+                        now.len()
+                    ));
+                    session = s;
+                    advertised = now;
                 }
             }
         }
@@ -160,36 +199,39 @@ pub fn serve(
     }
 }
 
-/// Runs one lease; the lease returned is completed, with its status and result.
-fn run_lease(
-    remote: &Remote,
-    store: &Store,
-    toolchains: &[Toolchain],
-    name: &str,
+/// What a worker runs leases with.
+struct Machine<'a> {
+    remote: &'a Remote,
+    store: &'a Store,
+    /// The toolchains advertised.
+    toolchains: &'a [Toolchain],
+    current: &'a CurrentToolchains<'a>,
+    name: &'a str,
     jobs: usize,
     batch_limit: u64,
-    lease: &Lease,
-) -> Lease {
+}
+
+/// Runs one lease; the lease returned is completed, with its status and result.
+fn run_lease(machine: &Machine<'_>, lease: &Lease) -> Lease {
     let started = Instant::now();
-    let (code, message, result) =
-        match run_action(remote, store, toolchains, name, jobs, batch_limit, lease) {
-            Ok((result, id)) => {
-                crate::progress::note(&format!(
-                    "{id}: exit {} in {:.1}s",
-                    result.exit_code,
-                    started.elapsed().as_secs_f64()
-                ));
-                (OK, String::new(), Some(result))
-            }
-            Err(Refusal::NoToolchain(why)) => {
-                crate::progress::warn(&format!("refused lease {}: {why}", lease.id));
-                (FAILED_PRECONDITION, why, None)
-            }
-            Err(Refusal::Failed(why)) => {
-                crate::progress::warn(&format!("lease {} failed: {why}", lease.id));
-                (INTERNAL, why, None)
-            }
-        };
+    let (code, message, result) = match run_action(machine, lease) {
+        Ok((result, id)) => {
+            crate::progress::note(&format!(
+                "{id}: exit {} in {:.1}s",
+                result.exit_code,
+                started.elapsed().as_secs_f64()
+            ));
+            (OK, String::new(), Some(result))
+        }
+        Err(Refusal::NoToolchain(why)) => {
+            crate::progress::warn(&format!("refused lease {}: {why}", lease.id));
+            (FAILED_PRECONDITION, why, None)
+        }
+        Err(Refusal::Failed(why)) => {
+            crate::progress::warn(&format!("lease {} failed: {why}", lease.id));
+            (INTERNAL, why, None)
+        }
+    };
     Lease {
         state: proto::LEASE_COMPLETED,
         status: Some(Status { code, message }),
@@ -219,15 +261,16 @@ fn failed(what: &str) -> impl Fn(std::io::Error) -> Refusal + '_ {
 }
 
 /// Fetches the action, runs its step, uploads what it made.
-fn run_action(
-    remote: &Remote,
-    store: &Store,
-    toolchains: &[Toolchain],
-    name: &str,
-    jobs: usize,
-    batch_limit: u64,
-    lease: &Lease,
-) -> Result<(ActionResult, String), Refusal> {
+fn run_action(machine: &Machine<'_>, lease: &Lease) -> Result<(ActionResult, String), Refusal> {
+    let Machine {
+        remote,
+        store,
+        toolchains,
+        current,
+        name,
+        jobs,
+        batch_limit,
+    } = *machine;
     let client = &remote.client;
     let payload = lease.payload.clone().unwrap_or_default();
     let action_bytes = match payload.type_url.as_str() {
@@ -272,6 +315,28 @@ fn run_action(
                 })?,
         ),
     };
+    // What was advertised may be stale: the toolchain's files may have changed
+    // since the worker joined. Its identity now decides, as it would here.
+    if let Some(t) = toolchain {
+        let now = current().map_err(Refusal::NoToolchain)?;
+        match now.iter().find(|n| n.id == t.id) {
+            Some(n) if n.spec.identity == t.spec.identity => {}
+            Some(n) => {
+                return Err(Refusal::NoToolchain(format!(
+                    "{} changed since this worker joined: identity {} is now {}",
+                    t.id,
+                    t.spec.identity.to_hex(),
+                    n.spec.identity.to_hex()
+                )))
+            }
+            None => {
+                return Err(Refusal::NoToolchain(format!(
+                    "{} is no longer installed here",
+                    t.id
+                )))
+            }
+        }
+    }
     let root = store.tmp_dir().map_err(failed("cannot make a directory"))?;
     let work = store.tmp_dir().map_err(failed("cannot make a directory"))?;
     let dir = root.path().join("root");

@@ -165,22 +165,46 @@ schedulers:
         bg
     }
 
+    /// A cache-only server in memory that takes only requests carrying a JWT
+    /// (`authorization: Bearer TOKEN`) signed with HS256 and `secret`, with an
+    /// expiry, also from 127.0.0.1.
+    pub fn cache_with_jwt(secret: &str) -> BuildGrid {
+        let auth = "method: jwt\n  algorithm: hs256\n  secret: {dir}/jwt-secret\n  allow-localhost-requests: false";
+        BuildGrid::launch("!lru-storage &cas\n    size: 1GB", "", "", auth, |dir| {
+            std::fs::write(dir.join("jwt-secret"), secret).unwrap()
+        })
+    }
+
     /// Starts `bgd server start` with `storage` as its CAS.
     pub fn start(storage: &str) -> BuildGrid {
         BuildGrid::configure(storage, "", "")
     }
 
     fn configure(storage: &str, extra: &str, services: &str) -> BuildGrid {
+        BuildGrid::launch(storage, extra, services, "method: none", |_| {})
+    }
+
+    /// Writes the config (`{dir}` in it is the server's directory, which
+    /// `prepare` fills first) and starts the server.
+    fn launch(
+        storage: &str,
+        extra: &str,
+        services: &str,
+        auth: &str,
+        prepare: impl FnOnce(&Path),
+    ) -> BuildGrid {
         let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path());
         let port = free_port();
         let storage = storage.replace("{dir}", &dir.path().display().to_string());
+        let auth = auth.replace("{dir}", &dir.path().display().to_string());
         let config = format!(
             r#"server:
   - !channel
     address: "127.0.0.1:{port}"
     insecure-mode: true
 authorization:
-  method: none
+  {auth}
 storages:
   - {storage}
 caches:
@@ -272,6 +296,37 @@ impl Drop for BuildGrid {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `bake build r.kdl --json --out-link out --remote URL` and `extra`.
+pub fn build_args<'a>(url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "build",
+        "r.kdl",
+        "--json",
+        "--out-link",
+        "out",
+        "--remote",
+        url,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// A JWT signed with HS256 and `secret` (by PyJWT, which BuildGrid uses to
+/// check it), for subject `ci`, expiring in ten minutes.
+pub fn jwt(secret: &str) -> String {
+    let python = super::root().join(".venv-buildgrid/bin/python");
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import jwt, sys, time; print(jwt.encode({'sub': 'ci', 'exp': int(time.time()) + 600}, sys.argv[1], algorithm='HS256'))",
+            secret,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cannot sign a JWT: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// sha256 of `bytes`, as the CAS names blobs.
