@@ -365,11 +365,13 @@ def svg(results, path):
         if not p:
             continue
         d = " ".join(f"{fx(x):.1f},{fy(y):.1f}" for x, y in p)
-        out.append(f'<polyline points="{d}" fill="none" stroke="{colour}" stroke-width="2" stroke-dasharray="{dash}"/>')
+        # An empty dash list is not valid SVG: some renderers draw nothing.
+        dashes = f' stroke-dasharray="{dash}"' if dash else ""
+        out.append(f'<polyline points="{d}" fill="none" stroke="{colour}" stroke-width="2"{dashes}/>')
         for x, y in p:
             out.append(f'<circle cx="{fx(x):.1f}" cy="{fy(y):.1f}" r="3" fill="{colour}"/>')
         ly = T + 10 + k * 20
-        out.append(f'<line x1="{W - R + 15}" y1="{ly}" x2="{W - R + 40}" y2="{ly}" stroke="{colour}" stroke-width="2" stroke-dasharray="{dash}"/>')
+        out.append(f'<line x1="{W - R + 15}" y1="{ly}" x2="{W - R + 40}" y2="{ly}" stroke="{colour}" stroke-width="2"{dashes}/>')
         out.append(f'<text x="{W - R + 46}" y="{ly + 4}">{name}</text>')
     out.append("</svg>")
     path.write_text("\n".join(out) + "\n")
