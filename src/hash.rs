@@ -6,6 +6,35 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// Lowercase hex of any bytes: digests of other algorithms (SHA-1, SHA-256)
+/// as formats outside bake write them.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The first 16 of `bytes` in a UUID's text form, as they are.
+pub fn uuid(bytes: &[u8]) -> String {
+    let h = hex(&bytes[..16]);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// The first 16 of `bytes` as a version 4 (random) UUID: its version and
+/// variant bits set.
+pub fn uuid_v4(bytes: &[u8]) -> String {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&bytes[..16]);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    uuid(&b)
+}
+
 /// A raw 32-byte blake3 digest.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest([u8; 32]);
@@ -218,6 +247,14 @@ impl FromStr for SourceHash {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uuids_read_as_uuids() {
+        let bytes: Vec<u8> = (0u8..16).collect();
+        assert_eq!(uuid(&bytes), "00010203-0405-0607-0809-0a0b0c0d0e0f");
+        // Version 4, variant 1: the 13th digit is 4, the 17th one of 8, 9, a, b.
+        assert_eq!(uuid_v4(&bytes), "00010203-0405-4607-8809-0a0b0c0d0e0f");
+    }
 
     #[test]
     fn source_hash_round_trips_and_rejects_bad_input() {

@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 use sha1::Digest as _;
 
 use super::bill::{Bill, ComponentKind, UseKind};
+use crate::hash::hex;
 use crate::hash::HashAlgo;
-use crate::sysext::hex;
 
 const NOASSERTION: &str = "NOASSERTION";
 

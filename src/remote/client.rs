@@ -17,6 +17,7 @@ use tonic::{Code, Streaming};
 use tonic_prost::ProstCodec;
 
 use super::proto::{self, Digest, SHA256};
+use crate::hash::{hex, uuid_v4};
 
 /// How long connecting may take, at most.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -95,10 +96,6 @@ pub fn digest_file(path: &Path) -> std::io::Result<Digest> {
         hash: hex(&h.finalize()),
         size_bytes: size,
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What the server said about itself.
@@ -725,17 +722,7 @@ fn uuid() -> String {
         let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
         b.copy_from_slice(&Sha256::digest(seed.as_bytes())[..16]);
     }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex(&b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    uuid_v4(&b)
 }
 
 /// A writer that hashes what passes through it.

@@ -19,7 +19,8 @@ use base64::Engine as _;
 use sha2::Digest as _;
 
 use super::pack::run_tool;
-use super::{hex, SysextError};
+use super::SysextError;
+use crate::hash::{hex, uuid, uuid_v4};
 use crate::variation::Variation;
 
 const SECTOR: u64 = 512;
@@ -91,28 +92,12 @@ pub fn roothash_name(image: &str) -> String {
     format!("{}.roothash", image.trim_end_matches(".raw"))
 }
 
-/// 16 bytes as a UUID string.
-fn uuid(bytes: &[u8]) -> String {
-    let h = hex(&bytes[..16]);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
 /// A UUID derived from `what` and `seed` (sha256, marked as version 4).
 fn derived_uuid(what: &str, seed: &[u8]) -> String {
     let mut d = sha2::Sha256::new();
     d.update(what.as_bytes());
     d.update(seed);
-    let mut b = d.finalize();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    uuid(&b)
+    uuid_v4(&d.finalize())
 }
 
 /// One partition: its bytes come from `file`.

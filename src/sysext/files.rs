@@ -6,6 +6,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::hash::hex;
+
 /// One regular file of an image tree.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
@@ -62,9 +64,4 @@ fn collect(root: &Path, rel: &Path, out: &mut Vec<FileEntry>) -> io::Result<()> 
         }
     }
     Ok(())
-}
-
-/// Lowercase hex of a digest.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

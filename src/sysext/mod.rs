@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 
 pub use check::{check_tree, normalise_modes};
 pub use ddi::{make_ddi, roothash_name, sign_ddi, DDI_ARCHITECTURES};
-pub(crate) use files::hex;
 pub use files::{files_list_name, read_files_list, write_files_list, FileEntry};
 pub use pack::pack;
 
