@@ -331,7 +331,7 @@ impl Variation {
 
 /// What of a variation a process takes on between fork and exec, and keeps
 /// for everything it starts.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct StepSettings {
     personality: Option<libc::c_ulong>,
     cpu: Option<usize>,

@@ -242,6 +242,88 @@ build "netns" {{
     assert!(wait_for(5, || processes_with(&marker).is_empty()));
 }
 
+/// The memory cgroups (lanes' or steps') of the bake with process id `pid`.
+fn cgroups_of(pid: u32) -> Vec<PathBuf> {
+    let unified = fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+        .is_ok_and(|c| c.split_whitespace().any(|w| w == "memory"));
+    let base = if unified {
+        "/sys/fs/cgroup/bake"
+    } else {
+        "/sys/fs/cgroup/memory/bake"
+    };
+    let Ok(entries) = fs::read_dir(base) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{pid}-")))
+        })
+        .collect()
+}
+
+#[test]
+fn lanes_keep_each_steps_limit_and_go_with_bake() {
+    // One lane (-j1) runs, in this order: a step using more than 64 MiB under
+    // the default limit, one killed at its 64 MiB, one using more than that
+    // again; the lane's cgroup takes each step's limit in turn.
+    let p = Project::new();
+    let fill =
+        |mib: u32| format!("python3 -c 'a = bytearray({mib} * 2**20); print(len(a))' > $out/f");
+    p.write(
+        "r.kdl",
+        &format!(
+            "build \"before\" {{\n    script \"{}\"\n}}\nbuild \"greedy\" {{\n    limits memory=\"64M\"\n    script \"{}\"\n}}\nbuild \"after\" {{\n    script \"{}\"\n}}\n",
+            fill(200),
+            fill(512),
+            fill(300)
+        ),
+    );
+    let child = p
+        .bake_cmd(&["build", "r.kdl", "-j1", "--keep-going"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("built    before"), "{err}");
+    assert!(err.contains("built    after"), "{err}");
+    assert!(
+        err.contains("the step ran out of memory (limit 64 MiB)"),
+        "{err}"
+    );
+    assert_eq!(cgroups_of(pid), Vec::<PathBuf>::new(), "cgroups left");
+
+    // Killed mid-step: its launchers stop the steps and exit; the next bake
+    // removes the cgroups left.
+    let killed = Project::new();
+    let marker = unique("lane");
+    let mut child = long_build(&killed, &marker);
+    let pid = child.id();
+    assert!(!cgroups_of(pid).is_empty(), "the lane has a cgroup");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        wait_for(5, || processes_with(&marker).is_empty()),
+        "a step outlived bake"
+    );
+    let populated = || {
+        cgroups_of(pid).iter().any(|c| {
+            !fs::read_to_string(c.join("cgroup.procs"))
+                .unwrap_or_default()
+                .is_empty()
+        })
+    };
+    assert!(wait_for(5, || !populated()), "a launcher outlived bake");
+    let (code, out) = p.build("r.kdl", &["--keep-going"]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(cgroups_of(pid), Vec::<PathBuf>::new(), "not swept");
+}
+
 /// Starts a build whose step runs until stopped, and waits until it runs.
 fn long_build(p: &Project, marker: &str) -> Child {
     p.write(

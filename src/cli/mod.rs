@@ -575,6 +575,14 @@ fn repository_root(path: &Path) -> Option<PathBuf> {
 
 /// Runs bake with the process arguments and returns the exit status.
 pub fn main() -> i32 {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == crate::exec::LAUNCHER_ARG)
+    {
+        return crate::exec::serve_lane();
+    }
+    // This executable is bake: it can be its own launcher.
+    crate::exec::enable_lanes();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Eval { recipe, json } => recipe
@@ -685,6 +693,7 @@ pub fn main() -> i32 {
         }
         Command::Man { dir } => man(&Cli::command(), dir.as_deref()),
     };
+    crate::exec::close_lanes();
     match result {
         Ok(()) => 0,
         Err(f) => {

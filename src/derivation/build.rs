@@ -263,6 +263,7 @@ pub fn sandbox_step(
         limits: s.limits,
         confinement,
         variation: None,
+        shared: store.sandbox_dir(),
     }
 }
 

@@ -2,6 +2,7 @@
 //! output to a log.
 
 mod cgroup;
+mod lane;
 mod sandbox;
 mod watch;
 
@@ -10,12 +11,14 @@ use std::fmt;
 use std::fs;
 use std::io::{self, BufRead, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::units::{show_duration, show_size};
 use crate::variation::Variation;
 
+pub use lane::{
+    close_all as close_lanes, enable as enable_lanes, serve as serve_lane, LAUNCHER_ARG,
+};
 pub use sandbox::Confinement;
 pub use watch::kill_all;
 
@@ -82,6 +85,9 @@ pub struct Step {
     pub confinement: Confinement,
     /// What a `bake check` rebuild changes; none for a build.
     pub variation: Option<Variation>,
+    /// Where the sandbox keeps what every step shares: the directory the step's
+    /// root is mounted on, its `passwd` and `group` files.
+    pub shared: PathBuf,
 }
 
 #[derive(Debug, miette::Diagnostic)]
@@ -264,20 +270,13 @@ pub fn run(step: &Step, work: &Path, log: &Path) -> Result<(), ExecError> {
     if let Some(dir) = log.parent() {
         fs::create_dir_all(dir).map_err(|e| ExecError::io("cannot create", dir, e))?;
     }
-    let log_file = fs::File::create(log).map_err(|e| ExecError::io("cannot create", log, e))?;
-    let log_err = log_file
-        .try_clone()
-        .map_err(|e| ExecError::io("cannot open", log, e))?;
-    let memory = cgroup::Cgroup::create(step.limits.memory);
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-eu")
-        .arg(format!("{root}/script.sh"))
-        .env_clear()
-        .envs(&env)
-        .stdin(Stdio::null())
-        .stdout(log_file)
-        .stderr(log_err);
-    sandbox.apply(&mut cmd, memory.as_ref().map(|c| c.procs()))?;
+    let launch = lane::Launch {
+        program: "/bin/sh".into(),
+        args: vec!["-eu".into(), format!("{root}/script.sh")],
+        env: env.into_iter().collect(),
+        log: log.to_path_buf(),
+        entry: sandbox.entry()?,
+    };
     // Last, once the sandbox has handed the tree to the builder.
     let src = work.join("src");
     let mut aside = work.as_os_str().to_owned();
@@ -288,13 +287,11 @@ pub fn run(step: &Step, work: &Path, log: &Path) -> Result<(), ExecError> {
             .map_err(|e| ExecError::io("cannot reorder the entries of", &src, e))?,
         None => None,
     };
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| ExecError::io("cannot start", Path::new("/bin/sh"), e))?;
-    let watched = watch::watch(child.id(), step.limits.time);
-    let status = child.wait();
+    let (ran, watched) = lane::run(launch, step.limits.memory, |pid| {
+        watch::watch(pid, step.limits.time)
+    })?;
     let ended = watched.finish();
-    let status = status.map_err(|e| ExecError::io("cannot wait for", Path::new("/bin/sh"), e))?;
+    let status = ran.status;
     let tail = || tail(log, 20);
     match ended {
         watch::Ended::Interrupted => return Err(ExecError::Interrupted),
@@ -307,7 +304,7 @@ pub fn run(step: &Step, work: &Path, log: &Path) -> Result<(), ExecError> {
         }
         watch::Ended::Normally => {}
     }
-    if memory.as_ref().is_some_and(|c| c.oom_killed()) {
+    if ran.oom_killed {
         return Err(ExecError::OutOfMemory {
             limit: step.limits.memory,
             log: log.to_path_buf(),

@@ -104,6 +104,7 @@ fn namespace_flags(mode: Mode) -> libc::c_int {
 }
 
 /// One thing done to the new root between fork and exec.
+#[derive(serde::Serialize, serde::Deserialize)]
 enum Op {
     Mkdir(CString),
     Symlink(CString, CString),
@@ -124,9 +125,8 @@ pub struct Sandbox {
     work: PathBuf,
     mode: Mode,
     confinement: Confinement,
-    /// The directory a confined step's root is built on, and the files bake
-    /// makes for it (`passwd`, `group`); both removed afterwards.
-    scratch: Option<(PathBuf, PathBuf)>,
+    /// The directory a confined step's root is built on.
+    root: Option<PathBuf>,
     inputs: Vec<(String, PathBuf)>,
     cache: Option<PathBuf>,
     ops: Vec<Op>,
@@ -145,17 +145,7 @@ impl Sandbox {
             let what = what.to_string();
             move |e| ExecError::io(what, &path, e)
         };
-        let mut inputs = Vec::new();
-        for (name, path) in &step.inputs {
-            // A tree, or a file (a source given as an input): its mount point alike.
-            let point = work.join("inputs").join(name);
-            if path.is_dir() {
-                fs::create_dir_all(&point).map_err(io("cannot create", &point))?;
-            } else {
-                fs::write(&point, b"").map_err(io("cannot create", &point))?;
-            }
-            inputs.push((name.clone(), path.clone()));
-        }
+        let inputs = step.inputs.clone();
         let variation = step.variation.as_ref();
         let (hostname, domainname) = variation
             .and_then(|v| v.hostname())
@@ -169,7 +159,7 @@ impl Sandbox {
             work: work.to_path_buf(),
             mode,
             confinement: step.confinement,
-            scratch: None,
+            root: None,
             inputs,
             cache: step.cache.as_ref().map(|(_, dir)| dir.clone()),
             ops: Vec::new(),
@@ -203,13 +193,12 @@ impl Sandbox {
     /// Prepares the root of a confined step: every path and string it needs is
     /// made now, as nothing may allocate between fork and exec.
     fn confine(&mut self, step: &Step) -> Result<(), ExecError> {
-        let name = self
-            .work
-            .file_name()
-            .map_or_else(|| "step".into(), |n| n.to_string_lossy().into_owned());
-        let parent = self.work.parent().unwrap_or(Path::new("/"));
-        let root = parent.join(format!("{name}.root"));
-        let etc = parent.join(format!("{name}.etc"));
+        // Every step's root is a tmpfs of its own namespace, mounted on one empty
+        // directory; bake's files for it are made once per build uid. Each
+        // file made and removed per step costs: on an ext4 without a journal,
+        // finding a free inode skips every one freed in the last seconds.
+        let root = step.shared.join("root");
+        let etc = step.shared.join(format!("etc-{}", self.uid));
         for d in [&root, &etc] {
             fs::create_dir_all(d).map_err(|e| ExecError::io("cannot create", d, e))?;
         }
@@ -221,9 +210,12 @@ impl Sandbox {
         let group = format!("root:x:0:\nbake:x:{gid}:\nnogroup:x:65534:\n");
         for (file, text) in [("passwd", passwd), ("group", group)] {
             let p = etc.join(file);
-            fs::write(&p, text).map_err(|e| ExecError::io("cannot write", &p, e))?;
+            if !p.exists() {
+                crate::store::write_atomic(&p, text.as_bytes())
+                    .map_err(|e| ExecError::io("cannot write", &p, e))?;
+            }
         }
-        self.scratch = Some((root.clone(), etc.clone()));
+        self.root = Some(root.clone());
         let at = |p: &str| cpath(&root.join(p.trim_start_matches('/')));
         let mut ops = vec![Op::Tmpfs(cpath(&root)?, cstr("mode=0755")?)];
         for entry in HOST_ENTRIES {
@@ -270,9 +262,7 @@ impl Sandbox {
         ops.push(Op::Proc(at("proc")?));
         ops.push(Op::Mkdir(at("build")?));
         ops.push(bind(&self.work, &root.join("build"), false)?);
-        for (name, path) in &self.inputs {
-            ops.push(bind(path, &root.join("build/inputs").join(name), true)?);
-        }
+        ops.extend(input_binds(&root.join("build/inputs"), &self.inputs)?);
         for m in &step.mounts {
             let real = m
                 .canonicalize()
@@ -350,13 +340,97 @@ impl Sandbox {
         }
     }
 
-    /// Arranges for `cmd` to enter the sandbox between fork and exec; `cgroup`
-    /// is the `cgroup.procs` file of the step's memory limit, if it has one.
-    pub fn apply(&mut self, cmd: &mut Command, cgroup: Option<&CStr>) -> Result<(), ExecError> {
-        let cgroup = cgroup.map(CStr::to_owned);
-        let cwd = cpath(&Path::new(&self.build_dir()).join("src"))?;
-        let settings = self.settings;
-        if !self.isolated() {
+    /// How a process enters this sandbox; made now, as nothing may allocate
+    /// between fork and exec.
+    pub fn entry(&mut self) -> Result<Entry, ExecError> {
+        let confined = self.confinement == Confinement::Confined;
+        // Privileged steps: only /build and the inputs, on the host's own root.
+        let privileged_binds = if confined {
+            Vec::new()
+        } else {
+            let mut binds = vec![bind(&self.work, Path::new(BUILD_DIR), false)?];
+            binds.extend(input_binds(
+                &Path::new(BUILD_DIR).join("inputs"),
+                &self.inputs,
+            )?);
+            binds
+        };
+        Ok(Entry {
+            isolated: self.isolated(),
+            flags: namespace_flags(self.mode),
+            maps: match self.mode {
+                Mode::User { uid, gid } => Some((
+                    format!("{} {uid} 1\n", self.uid).into_bytes(),
+                    format!("{} {gid} 1\n", self.uid).into_bytes(),
+                )),
+                _ => None,
+            },
+            confined,
+            become_builder: confined && self.mode == Mode::Root,
+            root: match &self.root {
+                Some(root) if confined => Some(cpath(root)?),
+                _ => None,
+            },
+            ops: std::mem::take(&mut self.ops),
+            privileged_binds,
+            cwd: cpath(&Path::new(&self.build_dir()).join("src"))?,
+            hostname: self.hostname.to_string(),
+            domainname: self.domainname.to_string(),
+            builder: self.uid,
+            settings: self.settings,
+            cgroup: None,
+            oom_score_adj: None,
+        })
+    }
+}
+
+/// How a process enters a step's sandbox between fork and exec: plain data, so
+/// that a lane's launcher (`exec::lane`) can enter it as well as bake.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Entry {
+    isolated: bool,
+    flags: libc::c_int,
+    /// `uid_map` and `gid_map` of the step's user namespace, if it has one.
+    maps: Option<(Vec<u8>, Vec<u8>)>,
+    confined: bool,
+    become_builder: bool,
+    root: Option<CString>,
+    ops: Vec<Op>,
+    privileged_binds: Vec<Op>,
+    cwd: CString,
+    hostname: String,
+    domainname: String,
+    builder: u32,
+    settings: StepSettings,
+    /// The `cgroup.procs` file of a memory cgroup the step joins first.
+    pub cgroup: Option<CString>,
+    /// What the step sets its OOM score adjustment back to (a launcher lowers
+    /// its own).
+    pub oom_score_adj: Option<Vec<u8>>,
+}
+
+impl Entry {
+    /// Arranges for `cmd` to enter the sandbox between fork and exec.
+    pub fn install(self, cmd: &mut Command) -> Result<(), ExecError> {
+        let Entry {
+            isolated,
+            flags,
+            maps,
+            confined,
+            become_builder,
+            root,
+            ops,
+            privileged_binds,
+            cwd,
+            hostname,
+            domainname,
+            builder,
+            settings,
+            cgroup,
+            oom_score_adj,
+        } = self;
+        let oom_score_adj = oom_score_adj.map(|value| (c"/proc/self/oom_score_adj", value));
+        if !isolated {
             // SAFETY: only async-signal-safe calls on memory prepared before fork.
             unsafe {
                 cmd.pre_exec(move || {
@@ -367,47 +441,20 @@ impl Sandbox {
                     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                     // Its own process group, so a timeout kills what it started too.
                     check(libc::setpgid(0, 0))?;
+                    reset_oom_score(oom_score_adj.as_ref());
                     join_cgroup(cgroup.as_deref())?;
                     check(libc::chdir(cwd.as_ptr()))
                 });
             }
             return Ok(());
         }
-        let flags = namespace_flags(self.mode);
-        let maps = match self.mode {
-            Mode::User { uid, gid } => Some((
-                format!("{} {uid} 1\n", self.uid).into_bytes(),
-                format!("{} {gid} 1\n", self.uid).into_bytes(),
-            )),
-            _ => None,
-        };
-        let confined = self.confinement == Confinement::Confined;
-        let become_builder = confined && self.mode == Mode::Root;
-        let root = match &self.scratch {
-            Some((root, _)) if confined => Some(cpath(root)?),
-            _ => None,
-        };
-        // Privileged steps: only /build and the inputs, on the host's own root.
-        let privileged_binds = if confined {
-            Vec::new()
-        } else {
-            let mut binds = vec![bind(&self.work, Path::new(BUILD_DIR), false)?];
-            for (name, path) in &self.inputs {
-                let point = Path::new(BUILD_DIR).join("inputs").join(name);
-                binds.push(bind(path, &point, true)?);
-            }
-            binds
-        };
         let proc_dir = cstr("/proc")?;
         let (run_dir, run_mode) = (cstr("/run")?, cstr("mode=0755")?);
-        let ops = std::mem::take(&mut self.ops);
         let files = [
             cstr("/proc/self/setgroups")?,
             cstr("/proc/self/uid_map")?,
             cstr("/proc/self/gid_map")?,
         ];
-        let (hostname, domainname) = (self.hostname, self.domainname);
-        let builder = self.uid;
         // SAFETY: only system calls, on memory prepared before fork; the waiting
         // process never returns into Rust.
         unsafe {
@@ -415,9 +462,10 @@ impl Sandbox {
                 libc::umask(0o022);
                 libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0);
                 settings.enter();
-                // Bake gone: the waiting process stops the step.
+                // Bake (or its launcher) gone: the waiting process stops the step.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
                 libc::signal(libc::SIGINT, libc::SIG_IGN);
+                reset_oom_score(oom_score_adj.as_ref());
                 join_cgroup(cgroup.as_deref())?;
                 check(libc::unshare(flags))?;
                 if let Some((uid_map, gid_map)) = &maps {
@@ -484,16 +532,6 @@ impl Sandbox {
             });
         }
         Ok(())
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        // The mounts went with the step's namespace: these are plain directories.
-        if let Some((root, etc)) = &self.scratch {
-            let _ = fs::remove_dir_all(root);
-            let _ = fs::remove_dir_all(etc);
-        }
     }
 }
 
@@ -627,6 +665,14 @@ unsafe fn run_op(op: &Op) -> io::Result<()> {
     }
 }
 
+/// Sets the calling process's OOM score adjustment; a failure leaves the one
+/// it has.
+unsafe fn reset_oom_score(to: Option<&(&CStr, Vec<u8>)>) {
+    if let Some((path, value)) = to {
+        let _ = write_file(path, value);
+    }
+}
+
 /// Moves the calling process into a cgroup (`0` is the writer itself).
 unsafe fn join_cgroup(procs: Option<&CStr>) -> io::Result<()> {
     match procs {
@@ -671,6 +717,27 @@ fn bind(src: &Path, dst: &Path, read_only: bool) -> Result<Op, ExecError> {
         dst: cpath(dst)?,
         read_only,
     })
+}
+
+/// The inputs, read-only under `dir`: their mount points on a tmpfs there,
+/// rather than files made in the build directory for every step.
+fn input_binds(dir: &Path, inputs: &[(String, PathBuf)]) -> Result<Vec<Op>, ExecError> {
+    let mut ops = Vec::new();
+    if inputs.is_empty() {
+        return Ok(ops);
+    }
+    ops.push(Op::Tmpfs(cpath(dir)?, cstr("mode=0755")?));
+    for (name, path) in inputs {
+        let point = dir.join(name);
+        // A tree, or a file (a source given as an input).
+        ops.push(if path.is_dir() {
+            Op::Mkdir(cpath(&point)?)
+        } else {
+            Op::Touch(cpath(&point)?)
+        });
+        ops.push(bind(path, &point, true)?);
+    }
+    Ok(ops)
 }
 
 /// Directories from just under `root` down to `dir`, outermost first.

@@ -138,6 +138,7 @@ impl Store {
             "instances",
             "logs",
             "locks",
+            "sandbox",
             "toolchains",
             "tmp",
         ] {
@@ -281,6 +282,11 @@ impl Store {
     }
 
     /// A persistent, writable directory for a toolchain's own cache.
+    /// What every step's sandbox shares (see `exec::Step::shared`).
+    pub fn sandbox_dir(&self) -> PathBuf {
+        self.root.join("sandbox")
+    }
+
     pub fn toolchain_cache(&self, name: &NodeName) -> PathBuf {
         self.root.join("toolchains").join(name.as_str())
     }

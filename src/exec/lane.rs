@@ -1,0 +1,448 @@
+//! Lanes: a launcher process per worker that starts its steps.
+//!
+//! Forking bake itself for every step copies the page tables of everything it
+//! holds (the whole graph), and moving each step into a memory cgroup of its
+//! own waits for an RCU grace period (about 3 ms a step here, 13 ms under
+//! load, on the v1 hierarchy). A launcher is bake started again with
+//! [`LAUNCHER_ARG`]: small, single-threaded, and in its lane's memory cgroup
+//! from the start, so the steps it forks are born there. Before each step the
+//! cgroup's limit becomes the step's; where that cannot be done (the lane
+//! holds more than a lower limit allows), the step gets a cgroup of its own as
+//! before.
+//!
+//! Bake and a launcher talk over its stdin and stdout: a [`Launch`] in, then
+//! [`Reply::Started`] and [`Reply::Ended`] (or [`Reply::Refused`]) out, each a
+//! length-prefixed postcard message. A launcher whose stdin closes (bake ended
+//! or died) stops the step it runs and exits.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, Once};
+
+use super::cgroup::Cgroup;
+use super::sandbox::Entry;
+use super::ExecError;
+
+/// The hidden first argument that makes `bake` a launcher.
+pub const LAUNCHER_ARG: &str = "--internal-lane-launcher";
+
+/// A step to start: its command, its log (stdout and stderr) and its sandbox.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Launch {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub log: PathBuf,
+    pub entry: Entry,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Reply {
+    /// The step's waiting process runs, with this pid.
+    Started(u32),
+    /// It could not be started: what failed, and the system's error.
+    Refused {
+        what: String,
+        errno: Option<i32>,
+        error: String,
+    },
+    /// It ended, with this wait status.
+    Ended(i32),
+}
+
+/// How a step ended.
+pub struct Ran {
+    pub status: ExitStatus,
+    pub oom_killed: bool,
+}
+
+impl Launch {
+    fn command(self) -> Result<Command, ExecError> {
+        let log =
+            File::create(&self.log).map_err(|e| ExecError::io("cannot create", &self.log, e))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| ExecError::io("cannot open", &self.log, e))?;
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .env_clear()
+            .envs(self.env)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        self.entry.install(&mut cmd)?;
+        Ok(cmd)
+    }
+}
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Lets steps run from lanes: this process's executable is `bake`, which
+/// serves as a launcher (see [`serve`]).
+pub fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Lanes between steps.
+static IDLE: Mutex<Vec<Lane>> = Mutex::new(Vec::new());
+
+/// Ends every idle lane: their launchers exit and their cgroups go.
+pub fn close_all() {
+    let lanes = std::mem::take(&mut *IDLE.lock().unwrap_or_else(|e| e.into_inner()));
+    drop(lanes);
+}
+
+/// Runs `launch` to its end within `memory` bytes; `started` is given the pid
+/// of the step's waiting process once it runs.
+pub fn run<W>(
+    mut launch: Launch,
+    memory: u64,
+    started: impl FnOnce(u32) -> W,
+) -> Result<(Ran, W), ExecError> {
+    let mut lane = match take(memory) {
+        Some(lane) => lane,
+        None => return run_here(launch, memory, started),
+    };
+    let own = lane.limit_to(memory, &mut launch);
+    match lane.start(&launch) {
+        Ok(Ok(pid)) => {
+            let watched = started(pid);
+            let lane_ended = lane.wait();
+            let status = lane_ended.map_err(|e| ExecError::Io {
+                what: "the lane's launcher failed while the step ran".into(),
+                source: e,
+            })?;
+            let oom_killed = match &own {
+                Some(c) => c.oom_kills() > 0,
+                None => lane.oom_kills_since_start(),
+            };
+            put_back(lane);
+            Ok((Ran { status, oom_killed }, watched))
+        }
+        Ok(Err(refused)) => {
+            put_back(lane);
+            Err(refused)
+        }
+        Err(e) => {
+            static WARNED: Once = Once::new();
+            WARNED.call_once(|| {
+                crate::progress::warn(&format!(
+                    "a lane's launcher failed ({e}); steps are started by bake itself"
+                ))
+            });
+            drop(own);
+            launch.entry.cgroup = None;
+            run_here(launch, memory, started)
+        }
+    }
+}
+
+/// Starts and waits for the step from this process, in a cgroup of its own.
+fn run_here<W>(
+    mut launch: Launch,
+    memory: u64,
+    started: impl FnOnce(u32) -> W,
+) -> Result<(Ran, W), ExecError> {
+    let cgroup = Cgroup::create(memory);
+    launch.entry.cgroup = cgroup.as_ref().map(|c| c.procs().to_owned());
+    let program = PathBuf::from(&launch.program);
+    let mut child = launch
+        .command()?
+        .spawn()
+        .map_err(|e| ExecError::io("cannot start", &program, e))?;
+    let watched = started(child.id());
+    let status = child
+        .wait()
+        .map_err(|e| ExecError::io("cannot wait for", &program, e))?;
+    let oom_killed = cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
+    Ok((Ran { status, oom_killed }, watched))
+}
+
+fn take(memory: u64) -> Option<Lane> {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return None;
+    }
+    if let Some(lane) = IDLE.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+        return Some(lane);
+    }
+    match Lane::open(memory) {
+        Ok(lane) => Some(lane),
+        Err(e) => {
+            static WARNED: Once = Once::new();
+            WARNED.call_once(|| {
+                crate::progress::warn(&format!(
+                    "cannot start a lane's launcher ({e}); steps are started by bake itself"
+                ))
+            });
+            None
+        }
+    }
+}
+
+fn put_back(lane: Lane) {
+    IDLE.lock().unwrap_or_else(|e| e.into_inner()).push(lane);
+}
+
+/// One launcher, and the memory cgroup it and its steps are in.
+struct Lane {
+    process: Child,
+    /// Taken when the lane closes.
+    to: Option<ChildStdin>,
+    from: ChildStdout,
+    cgroup: Option<Cgroup>,
+    /// The cgroup's limit now.
+    limit: u64,
+    /// OOM kills the cgroup had counted when the current step started.
+    kills: u64,
+}
+
+impl Lane {
+    fn open(memory: u64) -> io::Result<Lane> {
+        let mut process = Command::new("/proc/self/exe")
+            .arg(LAUNCHER_ARG)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let (Some(to), Some(from)) = (process.stdin.take(), process.stdout.take()) else {
+            return Err(io::Error::other("no pipe to the launcher"));
+        };
+        // It forks nothing before its first request, so all its steps start here.
+        let cgroup = Cgroup::create(memory);
+        let mut lane = Lane {
+            process,
+            to: Some(to),
+            from,
+            cgroup: None,
+            limit: memory,
+            kills: 0,
+        };
+        if let Some(c) = cgroup {
+            c.add(lane.process.id())?;
+            lane.cgroup = Some(c);
+        }
+        Ok(lane)
+    }
+
+    /// Sets the lane's limit to the step's; where it cannot, gives the step a
+    /// cgroup of its own, returned.
+    fn limit_to(&mut self, memory: u64, launch: &mut Launch) -> Option<Cgroup> {
+        let cgroup = self.cgroup.as_ref()?;
+        if self.limit != memory {
+            if cgroup.set_limit(memory).is_err() {
+                let own = Cgroup::create(memory);
+                launch.entry.cgroup = own.as_ref().map(|c| c.procs().to_owned());
+                return own;
+            }
+            self.limit = memory;
+        }
+        self.kills = cgroup.oom_kills();
+        None
+    }
+
+    fn oom_kills_since_start(&self) -> bool {
+        self.cgroup
+            .as_ref()
+            .is_some_and(|c| c.oom_kills() > self.kills)
+    }
+
+    /// Hands the step to the launcher: its waiting process's pid, or why it
+    /// could not start; an outer error is the launcher's own.
+    fn start(&mut self, launch: &Launch) -> io::Result<Result<u32, ExecError>> {
+        let request = postcard::to_stdvec(launch).map_err(io::Error::other)?;
+        let to = self
+            .to
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the lane is closed"))?;
+        send(to, &request)?;
+        match receive(&mut self.from)? {
+            Reply::Started(pid) => Ok(Ok(pid)),
+            Reply::Refused { what, errno, error } => {
+                let source = match errno {
+                    Some(n) => io::Error::from_raw_os_error(n),
+                    None => io::Error::other(error),
+                };
+                Ok(Err(if source.kind() == io::ErrorKind::StorageFull {
+                    ExecError::NoSpace {
+                        path: launch.log.clone(),
+                    }
+                } else {
+                    ExecError::Io { what, source }
+                }))
+            }
+            Reply::Ended(_) => Err(io::Error::other("the launcher answered out of turn")),
+        }
+    }
+
+    fn wait(&mut self) -> io::Result<ExitStatus> {
+        match receive(&mut self.from)? {
+            Reply::Ended(raw) => Ok(ExitStatus::from_raw(raw)),
+            _ => Err(io::Error::other("the launcher answered out of turn")),
+        }
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        // Its stdin closed, the launcher exits; the cgroup can go once it has.
+        drop(self.to.take());
+        let _ = self.process.wait();
+    }
+}
+
+fn send(to: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(bytes.len()).map_err(io::Error::other)?;
+    let mut message = Vec::with_capacity(4 + bytes.len());
+    message.extend_from_slice(&len.to_le_bytes());
+    message.extend_from_slice(bytes);
+    to.write_all(&message)?;
+    to.flush()
+}
+
+/// The next message's bytes; none at a clean end of the stream.
+fn read_message(from: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match from.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
+    from.read_exact(&mut bytes)?;
+    Ok(Some(bytes))
+}
+
+fn receive(from: &mut impl Read) -> io::Result<Reply> {
+    let bytes = read_message(from)?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "the launcher exited"))?;
+    postcard::from_bytes(&bytes).map_err(io::Error::other)
+}
+
+/// A launcher: starts the steps bake sends, one at a time, until its stdin
+/// closes. Returns the process's exit status.
+pub fn serve() -> i32 {
+    // An interrupt is bake's to handle: it stops the steps, then closes the lane.
+    // SAFETY: setting a signal's disposition has no memory preconditions.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+    let adjust = Path::new("/proc/self/oom_score_adj");
+    let original = std::fs::read(adjust).ok();
+    // The cgroup's OOM killer must pick the step, never the launcher; the step
+    // gets the original value back.
+    let _ = std::fs::write(adjust, "-1000");
+    // SAFETY: fds 0 and 1 are the pipes bake made, owned by nothing else here.
+    let (mut input, mut output) = unsafe { (File::from_raw_fd(0), File::from_raw_fd(1)) };
+    loop {
+        let bytes = match read_message(&mut input) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return 0,
+            Err(_) => return 1,
+        };
+        let Ok(mut launch) = postcard::from_bytes::<Launch>(&bytes) else {
+            return 1;
+        };
+        launch.entry.oom_score_adj = original.clone();
+        let program = launch.program.clone();
+        let started = launch.command().and_then(|mut cmd| {
+            cmd.spawn()
+                .map_err(|e| ExecError::io("cannot start", Path::new(&program), e))
+        });
+        let mut child = match started {
+            Ok(child) => child,
+            Err(e) => {
+                if answer(&mut output, &refused(e)).is_err() {
+                    return 1;
+                }
+                continue;
+            }
+        };
+        if answer(&mut output, &Reply::Started(child.id())).is_err() {
+            stop(&mut child);
+            return 1;
+        }
+        let status = wait_or_hang_up(&mut child, &input);
+        if answer(&mut output, &Reply::Ended(status)).is_err() {
+            return 1;
+        }
+    }
+}
+
+/// A start that failed, as bake is told of it.
+fn refused(e: ExecError) -> Reply {
+    match e {
+        ExecError::Io { what, source } => Reply::Refused {
+            what,
+            errno: source.raw_os_error(),
+            error: source.to_string(),
+        },
+        ExecError::NoSpace { path } => Reply::Refused {
+            what: format!("cannot create {}", path.display()),
+            errno: Some(libc::ENOSPC),
+            error: String::new(),
+        },
+        other => Reply::Refused {
+            what: other.to_string(),
+            errno: None,
+            error: String::new(),
+        },
+    }
+}
+
+fn answer(output: &mut File, reply: &Reply) -> io::Result<()> {
+    send(
+        output,
+        &postcard::to_stdvec(reply).map_err(io::Error::other)?,
+    )
+}
+
+/// Waits for the step; if bake goes away meanwhile (the launcher's stdin
+/// closes), stops it first. Returns its raw wait status.
+fn wait_or_hang_up(child: &mut Child, input: &File) -> i32 {
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as libc::c_int;
+    if pidfd >= 0 {
+        let mut fds = [
+            libc::pollfd {
+                fd: input.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        loop {
+            // SAFETY: poll writes only the revents of the two entries it is given.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            if n > 0 && fds[1].revents == 0 && fds[0].revents != 0 {
+                // Bake sends nothing while a step runs: this is its end.
+                stop(child);
+            }
+            break;
+        }
+        // SAFETY: pidfd is ours and closed once.
+        unsafe {
+            libc::close(pidfd);
+        }
+    }
+    child.wait().map_or(0x7f00, |s| s.into_raw())
+}
+
+/// Asks the step's waiting process to stop the whole step.
+fn stop(child: &mut Child) {
+    // SAFETY: kill has no memory preconditions; the child is not yet reaped.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+}
