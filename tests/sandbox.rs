@@ -324,6 +324,63 @@ fn lanes_keep_each_steps_limit_and_go_with_bake() {
     assert_eq!(cgroups_of(pid), Vec::<PathBuf>::new(), "not swept");
 }
 
+#[test]
+fn a_steps_scratch_serves_a_later_step_clean() {
+    // Six steps in a chain on one lane: each checks that its build directory
+    // is as new, then leaves a mess in it: files everywhere, directories made
+    // unreadable, one replaced by a link, the script given a second name.
+    let p = Project::new();
+    let mut recipe = String::new();
+    for i in 0..6 {
+        let input = match i {
+            0 => String::new(),
+            _ => format!("    input \"s{}\"\n", i - 1),
+        };
+        recipe.push_str(&format!(
+            r##"build "s{i}" {{
+{input}    script #"""
+        ls -A /build > $out/top
+        ls -A /build/home /build/tmp /build/src > $out/seen
+        stat -c %i /build > $out/inode
+        sleep 0.3
+        echo left > $HOME/f; echo left > $TMPDIR/f; echo left > f; mkdir -p deep/er; echo > deep/er/f
+        chmod 000 $HOME deep
+        ln /build/script.sh /build/again
+        mkdir /build/extra
+        rm -f /build/tmp/f; rmdir /build/tmp; ln -s /nonexistent /build/tmp
+        """#
+}}
+"##
+        ));
+    }
+    p.write("r.kdl", &recipe);
+    let (code, out) = p.build("r.kdl", &["-j1"]);
+    assert_eq!(code, 0, "{out}");
+    let read = |id: String, file: &str| {
+        fs::read_to_string(PathBuf::from(out["outputs"][&id].as_str().unwrap()).join(file)).unwrap()
+    };
+    let mut inodes = Vec::new();
+    for i in 0..6 {
+        let id = format!("s{i}");
+        assert_eq!(
+            read(id.clone(), "top"),
+            "home\ninputs\nout\nscript.sh\nsrc\ntmp\n",
+            "{id}"
+        );
+        assert_eq!(
+            read(id.clone(), "seen"),
+            "/build/home:\n\n/build/src:\n\n/build/tmp:\n",
+            "{id}"
+        );
+        inodes.push(read(id, "inode"));
+    }
+    let distinct: std::collections::BTreeSet<_> = inodes.iter().collect();
+    assert!(
+        distinct.len() < inodes.len(),
+        "no directory was reused: {inodes:?}"
+    );
+}
+
 /// Starts a build whose step runs until stopped, and waits until it runs.
 fn long_build(p: &Project, marker: &str) -> Child {
     p.write(

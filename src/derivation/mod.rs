@@ -384,7 +384,7 @@ impl<'a> Step<'a> {
         }
         let dir = self
             .store
-            .tmp_dir()
+            .step_dir()
             .map_err(|e| StepError::io("cannot make a build directory", e))?;
         Ok(self.work.get_or_init(|| dir).path())
     }

@@ -75,6 +75,8 @@ pub struct TmpDir {
     started: SystemTime,
     /// The store's remover, which takes the tree on drop.
     trash: Option<trash::Bin>,
+    /// A step's: emptied for the next step rather than removed.
+    reuse: bool,
 }
 
 impl TmpDir {
@@ -87,7 +89,10 @@ impl Drop for TmpDir {
     fn drop(&mut self) {
         let path = std::mem::take(&mut self.path);
         let unsent = match &self.trash {
-            Some(tx) => tx.send(Some(path)).err().and_then(|e| e.0),
+            Some(tx) => tx
+                .send(Some((path, self.reuse)))
+                .err()
+                .and_then(|e| e.0.map(|(path, _)| path)),
             None => Some(path),
         };
         if let Some(path) = unsent {
@@ -338,7 +343,24 @@ impl Store {
             path,
             started: SystemTime::now(),
             trash: self.trash.sender(),
+            reuse: false,
         })
+    }
+
+    /// A scratch directory for a step: one an earlier step of this process
+    /// left, emptied (see `trash`), or a fresh one.
+    pub fn step_dir(&self) -> io::Result<TmpDir> {
+        let mut dir = match self.trash.reuse() {
+            Some(path) => TmpDir {
+                path,
+                started: SystemTime::now(),
+                trash: self.trash.sender(),
+                reuse: false,
+            },
+            None => self.tmp_dir()?,
+        };
+        dir.reuse = true;
+        Ok(dir)
     }
 
     /// Moves the tree at `out` (inside `work`) into the store as the output of `key`.
