@@ -381,6 +381,50 @@ fn a_steps_scratch_serves_a_later_step_clean() {
     );
 }
 
+#[test]
+fn every_step_has_a_network_of_its_own() {
+    // Four steps in a chain on one lane (whose launcher makes each step's
+    // network namespace while the step before runs): each starts with no TCP
+    // socket and leaves one in TIME_WAIT on a fixed port.
+    let p = Project::new();
+    let mut recipe = String::new();
+    for i in 0..4 {
+        let input = match i {
+            0 => String::new(),
+            _ => format!("    input \"n{}\"\n", i - 1),
+        };
+        recipe.push_str(&format!(
+            r##"build "n{i}" {{
+{input}    script #"""
+        readlink /proc/self/ns/net > $out/net
+        tail -n +2 /proc/net/tcp > $out/sockets
+        python3 -c '
+        import socket
+        s = socket.socket(); s.bind(("127.0.0.1", 8080)); s.listen()
+        c = socket.create_connection(("127.0.0.1", 8080)); a, _ = s.accept()
+        c.close(); a.close(); s.close()'
+        """#
+}}
+"##
+        ));
+    }
+    p.write("r.kdl", &recipe);
+    let (code, out) = p.build("r.kdl", &["-j1"]);
+    assert_eq!(code, 0, "{out}");
+    let read = |i: usize, file: &str| {
+        let dir = PathBuf::from(out["outputs"][format!("n{i}")].as_str().unwrap());
+        fs::read_to_string(dir.join(file)).unwrap()
+    };
+    let host = fs::read_link("/proc/self/ns/net").unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..4 {
+        assert_eq!(read(i, "sockets"), "", "n{i} found sockets");
+        let net = read(i, "net");
+        assert_ne!(net.trim(), host.to_string_lossy(), "n{i} is in the host's");
+        assert!(seen.insert(net.clone()), "n{i} shares {net}");
+    }
+}
+
 /// Starts a build whose step runs until stopped, and waits until it runs.
 fn long_build(p: &Project, marker: &str) -> Child {
     p.write(

@@ -18,6 +18,7 @@
 use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -380,6 +381,7 @@ impl Sandbox {
             settings: self.settings,
             cgroup: None,
             oom_score_adj: None,
+            network: None,
         })
     }
 }
@@ -407,9 +409,22 @@ pub struct Entry {
     /// What the step sets its OOM score adjustment back to (a launcher lowers
     /// its own).
     pub oom_score_adj: Option<Vec<u8>>,
+    /// A network namespace made for this step ahead of time (by a launcher,
+    /// while the step before ran), which it joins rather than make its own.
+    #[serde(skip)]
+    pub network: Option<OwnedFd>,
 }
 
 impl Entry {
+    /// Whether the step makes a network namespace of its own that one made
+    /// ahead of time, by root, could stand for: not inside a user namespace,
+    /// which must own the network namespace its root configures.
+    pub fn takes_network(&self) -> bool {
+        self.isolated
+            && self.flags & libc::CLONE_NEWNET != 0
+            && self.flags & libc::CLONE_NEWUSER == 0
+    }
+
     /// Arranges for `cmd` to enter the sandbox between fork and exec.
     pub fn install(self, cmd: &mut Command) -> Result<(), ExecError> {
         let Entry {
@@ -428,6 +443,7 @@ impl Entry {
             settings,
             cgroup,
             oom_score_adj,
+            network,
         } = self;
         let oom_score_adj = oom_score_adj.map(|value| (c"/proc/self/oom_score_adj", value));
         if !isolated {
@@ -448,6 +464,10 @@ impl Entry {
             }
             return Ok(());
         }
+        let flags = match &network {
+            Some(_) => flags & !libc::CLONE_NEWNET,
+            None => flags,
+        };
         let proc_dir = cstr("/proc")?;
         let (run_dir, run_mode) = (cstr("/run")?, cstr("mode=0755")?);
         let files = [
@@ -467,6 +487,9 @@ impl Entry {
                 libc::signal(libc::SIGINT, libc::SIG_IGN);
                 reset_oom_score(oom_score_adj.as_ref());
                 join_cgroup(cgroup.as_deref())?;
+                if let Some(net) = &network {
+                    check(libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET))?;
+                }
                 check(libc::unshare(flags))?;
                 if let Some((uid_map, gid_map)) = &maps {
                     write_file(&files[0], b"deny")?;
