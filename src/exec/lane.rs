@@ -338,8 +338,15 @@ pub fn serve() -> i32 {
     // SAFETY: fds 0 and 1 are the pipes bake made, owned by nothing else here.
     let (mut input, mut output) = unsafe { (File::from_raw_fd(0), File::from_raw_fd(1)) };
     let mut network = None;
+    // The last step's waiting process, ended but not yet reaped: bake may still
+    // signal its pid until it has read the end, and sends nothing before that.
+    let mut ended: Option<Child> = None;
     loop {
-        let bytes = match read_message(&mut input) {
+        let message = read_message(&mut input);
+        if let Some(mut child) = ended.take() {
+            let _ = child.wait();
+        }
+        let bytes = match message {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return 0,
             Err(_) => return 1,
@@ -376,6 +383,7 @@ pub fn serve() -> i32 {
             network = new_network();
         }
         let status = wait_or_hang_up(&mut child, &input);
+        ended = Some(child);
         if answer(&mut output, &Reply::Ended(status)).is_err() {
             return 1;
         }
@@ -427,7 +435,7 @@ fn answer(output: &mut File, reply: &Reply) -> io::Result<()> {
 }
 
 /// Waits for the step; if bake goes away meanwhile (the launcher's stdin
-/// closes), stops it first. Returns its raw wait status.
+/// closes), stops it first. Returns its raw wait status, leaving it unreaped.
 fn wait_or_hang_up(child: &mut Child, input: &File) -> i32 {
     let pid = child.id() as libc::pid_t;
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
@@ -462,7 +470,31 @@ fn wait_or_hang_up(child: &mut Child, input: &File) -> i32 {
             libc::close(pidfd);
         }
     }
-    child.wait().map_or(0x7f00, |s| s.into_raw())
+    loop {
+        // SAFETY: a siginfo_t is plain data, valid zeroed.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid writes only the siginfo it is given.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 {
+            // SAFETY: waitid filled in a child's status.
+            let status = unsafe { info.si_status() };
+            return match info.si_code {
+                libc::CLD_EXITED => (status & 0xff) << 8,
+                libc::CLD_DUMPED => status | 0x80,
+                _ => status,
+            };
+        }
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return child.wait().map_or(0x7f00, |s| s.into_raw());
+        }
+    }
 }
 
 /// Asks the step's waiting process to stop the whole step.

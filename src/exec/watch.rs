@@ -68,13 +68,23 @@ pub fn watch(pid: u32, limit: Duration) -> Watched {
 
 impl Watched {
     pub fn finish(self) -> Ended {
+        self.take().unwrap_or(Ended::Normally)
+    }
+
+    fn take(&self) -> Option<Ended> {
         let r = running();
         let mut guard = r.entries.lock().unwrap_or_else(|e| e.into_inner());
         let entries = &mut guard.1;
-        match entries.iter().position(|e| e.id == self.id) {
-            Some(i) => entries.swap_remove(i).stopped.unwrap_or(Ended::Normally),
-            None => Ended::Normally,
-        }
+        let i = entries.iter().position(|e| e.id == self.id)?;
+        Some(entries.swap_remove(i).stopped.unwrap_or(Ended::Normally))
+    }
+}
+
+impl Drop for Watched {
+    /// A step given up on (its launcher failed) is watched no more: its pid
+    /// may soon be another process's.
+    fn drop(&mut self) {
+        self.take();
     }
 }
 
@@ -90,8 +100,9 @@ pub fn kill_all() {
 
 fn stop(pid: u32) {
     if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill has no memory preconditions; the process is our child and
-        // not yet reaped, so the pid is still its own.
+        // SAFETY: kill has no memory preconditions. The process is our child, or
+        // a lane launcher's, which reaps it only once bake has read its end: the
+        // pid is still its own.
         unsafe {
             libc::kill(pid, libc::SIGTERM);
         }
