@@ -48,6 +48,12 @@ log() { printf '%s\n' "$*"; }
 ok() { pass=$((pass+1)); log "PASS  $*"; }
 bad() { fail=$((fail+1)); log "FAIL  $*"; }
 info() { log "info  $*"; }
+# What the host says when keepalived is not up: its failed units, keepalived's last lines.
+why_not_up() {
+    printf 'failed units: %s; keepalived: %s' \
+        "$(c systemctl --no-pager --plain --no-legend --failed 2>&1 | head -n 5 | tr '\n' ' ')" \
+        "$(c journalctl --no-pager -q -u keepalived -n 5 2>&1 | tr '\n' ' ')"
+}
 c() { nsenter -t "$leader" -a "$@"; }
 csh() { nsenter -t "$leader" -a /bin/sh -c "$1"; }
 wait_for() { # SECONDS CMD...: poll every 0.1 s
@@ -384,7 +390,7 @@ serve
 if wait_for 10 active && c /usr/bin/keepalived --version 2>&1 | grep -q "v$oldest"; then
     ok "after the reboot the host runs keepalived $oldest"
 else
-    bad "keepalived $oldest not running after the reboot"
+    bad "keepalived $oldest not running after the reboot ($(why_not_up))"
 fi
 publish "$oldest" "$newest"
 if [ "$(sud check-new 2>/dev/null | grep -c "$newest")" -ge 1 ]; then
@@ -408,7 +414,7 @@ reboot_into host-d || exit 1
 if wait_for 10 active && c /usr/bin/keepalived --version 2>&1 | grep -q "v$newest"; then
     ok "after the reboot the host runs keepalived $newest"
 else
-    bad "keepalived $newest not running after the reboot ($(c /usr/bin/keepalived --version 2>&1 | head -n 1))"
+    bad "keepalived $newest not running after the reboot ($(c /usr/bin/keepalived --version 2>&1 | head -n 1); $(why_not_up))"
 fi
 stop_container
 
