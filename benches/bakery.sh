@@ -124,7 +124,9 @@ done
 
 mkdir -p "$work/logs" "$roots" "$(dirname "$log")"
 stamp() { date -u +%Y-%m-%dT%H:%M:%SZ; }
-say() { printf '%s %s\n' "$(stamp)" "$*" | tee -a "$log"; }
+# What reaches the log names no host: any URL's host becomes <host>.
+scrub() { sed -E 's#([a-z]+://)[^/ ]+#\1<host>#g'; }
+say() { printf '%s %s\n' "$(stamp)" "$*" | scrub | tee -a "$log"; }
 die() { say "FAILED: $*"; exit 1; }
 
 # --- Paused time: a ticker in this process group; a STOP stops it too, and the
@@ -253,7 +255,7 @@ timed() {  # timed KEY LOGFILE CMD...: run, record wall/cpu/paused seconds
         "$key" "$wall" "$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.1f", b - a }')" \
         "$((p1 - p0))" "$rc" "$out")"
     if [ "$rc" != 0 ]; then
-        tail -n 30 "$out" | sed 's/^/    | /' | tee -a "$log"
+        tail -n 30 "$out" | scrub | sed 's/^/    | /' | tee -a "$log"
         return "$rc"
     fi
 }
