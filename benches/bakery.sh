@@ -183,14 +183,13 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-mount_root() {  # mount_root ROOT: /proc, /dev, /dev/pts, /sys for a chroot
+mount_root() {  # mount_root ROOT: /proc, /dev, /dev/pts for a chroot
     local r=$1 m
-    for m in proc dev dev/pts sys; do
+    for m in proc dev dev/pts; do
         mountpoint -q "$r/$m" && continue
         mkdir -p "$r/$m"
         case "$m" in
             proc) mount -t proc proc "$r/proc" ;;
-            sys) mount --rbind /sys "$r/sys"; mount --make-rslave "$r/sys" ;;
             *) mount --bind "/$m" "$r/$m" ;;
         esac
         mounted+=("$r/$m")
@@ -234,21 +233,21 @@ in_root() {  # in_root ROOT TIMEOUT CMD...: run in the chroot, clean environment
 }
 
 # --- Timing. cpu_now: user+sys seconds of this shell's finished children.
-cpu_now() {
+cpu=0
+cpu_now() {  # sets $cpu: called in this shell, not in $(...), whose children are not ours
     local t
-    # Not in a pipe or $(...): a subshell has children times of its own (none).
     times > "$work/times.$$"
     t=$(tail -n 1 "$work/times.$$")  # "XmY.YYYs XmY.YYYs" of the children
-    awk -v t="$t" 'BEGIN { n = split(t, a, /[ ms]+/); s = 0
-        for (i = 1; i + 1 <= n; i += 2) s += a[i] * 60 + a[i + 1]; printf "%.1f", s }'
+    cpu=$(awk -v t="$t" 'BEGIN { n = split(t, a, /[ ms]+/); s = 0
+        for (i = 1; i + 1 <= n; i += 2) s += a[i] * 60 + a[i + 1]; printf "%.1f", s }')
 }
 declare -A result
 timed() {  # timed KEY LOGFILE CMD...: run, record wall/cpu/paused seconds
     local key=$1 out=$2; shift 2
     local t0 c0 p0 rc=0 t1 c1 p1 wall
-    t0=$(date +%s.%N); c0=$(cpu_now); p0=$(paused)
+    t0=$(date +%s.%N); cpu_now; c0=$cpu; p0=$(paused)
     "$@" >"$out" 2>&1 || rc=$?
-    t1=$(date +%s.%N); c1=$(cpu_now); p1=$(paused)
+    t1=$(date +%s.%N); cpu_now; c1=$cpu; p1=$(paused)
     wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
     result[$key]=$wall
     say "$(printf 'TIME %-24s wall %8ss  cpu %8ss  paused %5ss  rc %s  (%s)' \
