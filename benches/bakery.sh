@@ -158,6 +158,7 @@ cleanup() {
     local rc=$? i
     trap - EXIT INT TERM HUP
     kill "$ticker" 2>/dev/null || true
+    [ "$rc" = 0 ] || printf '%s === bakery.sh ended early, exit %s; load: %s\n' "$(stamp)" "$rc" "$(uptime)" >> "$log"
     # Processes still running inside one of our roots (a step that timed out).
     for r in "$roots"/*/; do
         r=${r%/}
