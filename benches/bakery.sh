@@ -45,6 +45,9 @@ Options:
   --versions LIST   keepalived versions, comma-separated: 2.3.4, 2.3.3 [2.3.4,2.3.3]
   --log FILE        append the summary to FILE [benches/bakery-baseline.log]
   --setup-only      only create (or check) the chroots, build nothing
+  --setup-ahead     create the later archs' roots in the background while the
+                    first arch builds (not the bakery's way: it shares the
+                    cores with those builds; use it only when time is short)
   --step-timeout S  seconds one native step may take [3600]; emulated steps
                     get 12 times as long
   -h, --help        this help
@@ -64,6 +67,7 @@ archs="x86-64,arm64"
 versions="2.3.4,2.3.3"
 log="$repo/benches/bakery-baseline.log"
 setup_only=0
+setup_ahead=0
 step_timeout=3600
 args=("$@")
 while [ $# -gt 0 ]; do
@@ -72,6 +76,7 @@ while [ $# -gt 0 ]; do
         --versions|--version) versions=${2:?--versions needs a value}; shift 2 ;;
         --log) log=${2:?--log needs a file}; shift 2 ;;
         --setup-only) setup_only=1; shift ;;
+        --setup-ahead) setup_ahead=1; shift ;;
         --step-timeout) step_timeout=${2:?--step-timeout needs seconds}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bakery.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -154,11 +159,23 @@ mounted=()          # mount points, unmounted in reverse order
 binfmt_mounted=0
 binfmt_registered=0
 store=""
+ahead_pid="" ahead_arch=""
+kill_tree() {  # kill_tree PID: a process and its descendants, children first
+    local c
+    for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do kill_tree "$c"; done
+    kill -KILL "$1" 2>/dev/null || true
+}
+unmount_under() {  # unmount_under PREFIX: every mount below PREFIX, deepest first
+    local m
+    awk -v p="$1" 'index($2, p) == 1 { print $2 }' /proc/mounts | sort -r |
+        while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+}
 cleanup() {
     local rc=$? i
     trap - EXIT INT TERM HUP
     kill "$ticker" 2>/dev/null || true
     [ "$rc" = 0 ] || printf '%s === bakery.sh ended early, exit %s; load: %s\n' "$(stamp)" "$rc" "$(uptime)" >> "$log"
+    [ -n "$ahead_pid" ] && kill_tree "$ahead_pid"
     # Processes still running inside one of our roots (a step that timed out).
     for r in "$roots"/*/; do
         r=${r%/}
@@ -169,6 +186,7 @@ cleanup() {
     for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
         umount "${mounted[$i]}" 2>/dev/null || umount -l "${mounted[$i]}" 2>/dev/null || true
     done
+    unmount_under "$roots/"
     if [ "$binfmt_registered" = 1 ] && [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
         echo -1 > /proc/sys/fs/binfmt_misc/qemu-aarch64 || true
         echo "$(stamp) unregistered binfmt qemu-aarch64" >> "$log"
@@ -198,6 +216,7 @@ mount_root() {  # mount_root ROOT: /proc, /dev, /dev/pts for a chroot
 }
 
 setup_binfmt() {
+    [ "$binfmt_registered" = 1 ] && return
     [ -x /usr/bin/qemu-aarch64-static ] || die "no /usr/bin/qemu-aarch64-static (apt-get install qemu-user-static)"
     if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
         mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
@@ -281,11 +300,7 @@ create_root() {  # create_root DEBARCH
     in_root "$r.tmp" 600 apt-get clean
     in_root "$r.tmp" 60 gcc --version | head -n 1 > "$r.tmp/.bakery-gcc"
     # Unmount before the rename (the mount points move with it otherwise).
-    local i
-    for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
-        case "${mounted[$i]}" in "$r.tmp"/*) umount "${mounted[$i]}" || umount -l "${mounted[$i]}"; unset "mounted[$i]" ;; esac
-    done
-    mounted=("${mounted[@]}")
+    unmount_under "$r.tmp/"
     echo "$suite $da $packages" > "$r.tmp/.bakery-ready"
     mv "$r.tmp" "$r"
 }
@@ -294,6 +309,11 @@ ensure_root() {  # ensure_root ARCH
     local da r
     case "$1" in x86-64) da=amd64 ;; arm64) da=arm64 ;; esac
     r="$roots/$suite-$da"
+    if [ -n "$ahead_pid" ] && [ "$1" = "$ahead_arch" ]; then
+        say "waiting for the $da root, created in the background (every command in it is bounded)"
+        wait "$ahead_pid" || true
+        ahead_pid=""
+    fi
     if [ -f "$r/.bakery-ready" ]; then
         say "root $r: cached ($(cat "$r/.bakery-gcc" 2>/dev/null))"
     else
@@ -457,6 +477,22 @@ for a in "${arch_list[@]}"; do
     [ "$a" = arm64 ] && setup_binfmt
     ensure_root "$a"
     [ "$setup_only" = 1 ] && continue
+    # --setup-ahead: the next arch's root, if missing, in the background (its
+    # mounts are its own and it unmounts them; the EXIT trap kills and unmounts
+    # whatever is left). Same process group: a STOP pauses it too.
+    if [ "$setup_ahead" = 1 ] && [ -z "$ahead_pid" ]; then
+        for n in "${arch_list[@]}"; do
+            [ "$n" = "$a" ] && continue
+            case "$n" in x86-64) nd=amd64 ;; arm64) nd=arm64 ;; esac
+            [ -f "$roots/$suite-$nd/.bakery-ready" ] && continue
+            [ "$n" = arm64 ] && setup_binfmt
+            say "creating the $nd root in the background (--setup-ahead), while $a builds"
+            ( trap 'unmount_under "$roots/$suite-$nd.tmp/"' EXIT
+              timed "setup/$suite-$nd" "$work/logs/setup-$suite-$nd.log" create_root "$nd" ) &
+            ahead_pid=$! ahead_arch=$n
+            break
+        done
+    fi
     for v in "${version_list[@]}"; do
         build_one "$v" "$a"
     done
