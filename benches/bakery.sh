@@ -47,7 +47,8 @@ Options:
   --setup-only      only create (or check) the chroots, build nothing
   --setup-ahead     create the later archs' roots in the background while the
                     first arch builds (not the bakery's way: it shares the
-                    cores with those builds; use it only when time is short)
+                    cores with those builds; use it only when time is short;
+                    its CPU seconds show in the step during which it ends)
   --step-timeout S  seconds one native step may take [3600]; emulated steps
                     get 12 times as long
   -h, --help        this help
@@ -424,7 +425,7 @@ make_image() {  # make_image OUTDIR VERSION ARCH RAW
         > "$img/usr/lib/extension-release.d/extension-release.keepalived"
     if command -v mksquashfs >/dev/null; then
         rm -f "$raw"
-        mksquashfs "$img" "$raw" -all-root -noappend -quiet
+        mksquashfs "$img" "$raw" -all-root -noappend -quiet -no-progress
         ls -l "$raw"
     else
         echo "no mksquashfs: image directory only ($img)"
