@@ -53,7 +53,7 @@ Options:
                     get 12 times as long
   -h, --help        this help
 
-Environment: BAKE (the bake binary) [/work/main/target/release/bake],
+Environment: BAKE (the bake binary) [target/release/bake of this repository],
 BAKERY_ROOTS [/var/tmp/bakery-roots], BAKERY_WORK [/var/tmp/bakery-work].
 Needs root (chroot, mount, binfmt_misc). Run it as a job of its own, e.g.
   setsid benches/bakery.sh --arch x86-64 --versions 2.3.4 </dev/null &
@@ -107,7 +107,7 @@ if [ "${BAKERY_REEXEC:-}" != 1 ]; then
 fi
 echo $$ > /tmp/bakery.pid
 
-BAKE=${BAKE:-/work/main/target/release/bake}
+BAKE=${BAKE:-$repo/target/release/bake}
 roots=${BAKERY_ROOTS:-/var/tmp/bakery-roots}
 work=${BAKERY_WORK:-/var/tmp/bakery-work}
 recipe="$repo/recipes/keepalived.kdl"
