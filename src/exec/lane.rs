@@ -129,12 +129,7 @@ pub fn run<W>(
             Err(refused)
         }
         Err(e) => {
-            static WARNED: Once = Once::new();
-            WARNED.call_once(|| {
-                crate::progress::warn(&format!(
-                    "a lane's launcher failed ({e}); steps are started by bake itself"
-                ))
-            });
+            fall_back(&format!("a lane's launcher failed ({e})"));
             drop(own);
             launch.entry.cgroup = None;
             run_here(launch, memory, started)
@@ -173,15 +168,16 @@ fn take(memory: u64) -> Option<Lane> {
     match Lane::open(memory) {
         Ok(lane) => Some(lane),
         Err(e) => {
-            static WARNED: Once = Once::new();
-            WARNED.call_once(|| {
-                crate::progress::warn(&format!(
-                    "cannot start a lane's launcher ({e}); steps are started by bake itself"
-                ))
-            });
+            fall_back(&format!("cannot start a lane's launcher ({e})"));
             None
         }
     }
+}
+
+/// Says, once, why steps are started by bake itself from now on.
+fn fall_back(why: &str) {
+    static WARNED: Once = Once::new();
+    WARNED.call_once(|| crate::progress::warn(&format!("{why}; steps are started by bake itself")));
 }
 
 fn put_back(lane: Lane) {

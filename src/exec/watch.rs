@@ -68,7 +68,10 @@ pub fn watch(pid: u32, limit: Duration) -> Watched {
 
 impl Watched {
     pub fn finish(self) -> Ended {
-        self.take().unwrap_or(Ended::Normally)
+        let ended = self.take().unwrap_or(Ended::Normally);
+        // Taken already: Drop would only look for it again.
+        std::mem::forget(self);
+        ended
     }
 
     fn take(&self) -> Option<Ended> {

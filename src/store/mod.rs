@@ -143,7 +143,6 @@ impl Store {
             "instances",
             "logs",
             "locks",
-            "sandbox",
             "toolchains",
             "tmp",
         ] {
@@ -286,12 +285,13 @@ impl Store {
         self.root.join("logs").join(format!("{key}.rebuild.log"))
     }
 
-    /// A persistent, writable directory for a toolchain's own cache.
-    /// What every step's sandbox shares (see `exec::Step::shared`).
+    /// What every step's sandbox shares (see `exec::Step::shared`), made by the
+    /// first step that needs it.
     pub fn sandbox_dir(&self) -> PathBuf {
         self.root.join("sandbox")
     }
 
+    /// A persistent, writable directory for a toolchain's own cache.
     pub fn toolchain_cache(&self, name: &NodeName) -> PathBuf {
         self.root.join("toolchains").join(name.as_str())
     }
@@ -355,7 +355,7 @@ impl Store {
                 path,
                 started: SystemTime::now(),
                 trash: self.trash.sender(),
-                reuse: false,
+                reuse: true,
             },
             None => self.tmp_dir()?,
         };
