@@ -425,6 +425,51 @@ fn every_step_has_a_network_of_its_own() {
     }
 }
 
+#[test]
+fn a_network_left_clean_serves_the_next_step_and_no_other() {
+    // A privileged step (root in its network namespace) adds an address; four
+    // confined steps after it, on the same lane, open no socket.
+    let p = Project::new();
+    let confined = chain(
+        "c",
+        4,
+        r#"
+        readlink /proc/self/ns/net > $out/net
+        /usr/sbin/ip -o addr show dev lo > $out/addr
+"#,
+    )
+    .replacen("build \"c0\" {\n", "build \"c0\" {\n    input \"p\"\n", 1);
+    p.write(
+        "r.kdl",
+        &format!(
+            "build \"p\" {{\n    privileged #true\n    script \"/usr/sbin/ip addr add 10.200.0.9/32 dev lo; readlink /proc/self/ns/net > $out/net\"\n}}\n{confined}"
+        ),
+    );
+    let (code, out) = p.build("r.kdl", &["-j1"]);
+    assert_eq!(code, 0, "{out}");
+    let read = |id: &str, file: &str| {
+        let dir = PathBuf::from(out["outputs"][id].as_str().unwrap());
+        fs::read_to_string(dir.join(file)).unwrap()
+    };
+    let privileged = read("p", "net");
+    for i in 0..4 {
+        let id = format!("c{i}");
+        let addr = read(&id, "addr");
+        assert!(addr.contains("127.0.0.1"), "{id}: lo is not up: {addr}");
+        assert!(
+            !addr.contains("10.200.0.9"),
+            "{id} got the privileged step's network"
+        );
+        assert_ne!(read(&id, "net"), privileged, "{id}");
+        // Each was made while the one before ran, or is the one before.
+        assert_eq!(
+            read(&id, "net"),
+            read("c0", "net"),
+            "{id} got a new network"
+        );
+    }
+}
+
 /// Starts a build whose step runs until stopped, and waits until it runs.
 fn long_build(p: &Project, marker: &str) -> Child {
     p.write(

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once};
 
 use super::cgroup::Cgroup;
-use super::sandbox::Entry;
+use super::sandbox::{loopback_up, Entry};
 use super::ExecError;
 
 /// The hidden first argument that makes `bake` a launcher.
@@ -333,28 +333,39 @@ pub fn serve() -> i32 {
     let _ = std::fs::write(adjust, "-1000");
     // SAFETY: fds 0 and 1 are the pipes bake made, owned by nothing else here.
     let (mut input, mut output) = unsafe { (File::from_raw_fd(0), File::from_raw_fd(1)) };
-    let mut network = None;
-    // The last step's waiting process, ended but not yet reaped: bake may still
-    // signal its pid until it has read the end, and sends nothing before that.
-    let mut ended: Option<Child> = None;
+    let mut networks = Networks::default();
+    // Waiting processes whose step ended, still tearing down its namespaces or
+    // not yet reaped: bake may signal a step's pid until it has read the end,
+    // and sends nothing before that.
+    let mut ending: Vec<Child> = Vec::new();
     loop {
         let message = read_message(&mut input);
-        if let Some(mut child) = ended.take() {
-            let _ = child.wait();
-        }
+        ending.retain_mut(|child| matches!(child.try_wait(), Ok(None)));
         let bytes = match message {
             Ok(Some(bytes)) => bytes,
-            Ok(None) => return 0,
-            Err(_) => return 1,
+            Ok(None) | Err(_) => {
+                for mut child in ending {
+                    let _ = child.wait();
+                }
+                return i32::from(message.is_err());
+            }
         };
         let Ok(mut launch) = postcard::from_bytes::<Launch>(&bytes) else {
             return 1;
         };
         launch.entry.oom_score_adj = original.clone();
-        let takes_network = launch.entry.takes_network();
-        if takes_network {
-            launch.entry.network = network.take();
-        }
+        let lent = networks.lend(&mut launch.entry);
+        let report = if launch.entry.reports_early() {
+            match pipe() {
+                Ok((read, write)) => {
+                    launch.entry.report = Some(write);
+                    Some(File::from(read))
+                }
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
         let program = launch.program.clone();
         let started = launch.command().and_then(|mut cmd| {
             cmd.spawn()
@@ -373,17 +384,118 @@ pub fn serve() -> i32 {
             stop(&mut child);
             return 1;
         }
-        // The next step's network namespace, made while this one runs: making
-        // one (its loopback device, its sysctl tables) is about 1 ms.
-        if takes_network && network.is_none() {
-            network = new_network();
-        }
-        let status = wait_or_hang_up(&mut child, &input);
-        ended = Some(child);
+        networks.make_ahead(&lent);
+        let status = wait_or_hang_up(&mut child, &input, report);
+        ending.push(child);
         if answer(&mut output, &Reply::Ended(status)).is_err() {
             return 1;
         }
+        // While bake takes in the step's outputs.
+        networks.take_back(lent);
     }
+}
+
+/// The network namespaces a launcher hands its steps (where they make none of
+/// their own, see [`Entry::takes_network`]). Making one (its loopback device,
+/// its sysctl tables) and tearing it down cost about 2 ms of CPU: an
+/// unprivileged step's namespace is kept for the next step when it holds no
+/// socket any more, else the next one is made while a step runs.
+#[derive(Default)]
+struct Networks {
+    spare: Option<OwnedFd>,
+}
+
+/// What a step was given: the namespace, if it may come back.
+enum Lent {
+    /// The step takes no namespace from the launcher.
+    Nothing,
+    /// It got none (it makes its own) or one not to serve again.
+    Spent,
+    /// It got this one, to be looked at when it ends.
+    Returnable(OwnedFd),
+}
+
+impl Networks {
+    fn lend(&mut self, entry: &mut Entry) -> Lent {
+        if !entry.takes_network() {
+            return Lent::Nothing;
+        }
+        let Some(net) = self.spare.take() else {
+            return Lent::Spent;
+        };
+        let lent = match entry.network_reusable() {
+            true => net.try_clone().map_or(Lent::Spent, Lent::Returnable),
+            false => Lent::Spent,
+        };
+        entry.network = Some(net);
+        lent
+    }
+
+    /// Makes the next step's namespace while this one runs, unless this one's
+    /// is likely to come back.
+    fn make_ahead(&mut self, lent: &Lent) {
+        if matches!(lent, Lent::Spent) && self.spare.is_none() {
+            self.spare = new_network();
+        }
+    }
+
+    fn take_back(&mut self, lent: Lent) {
+        let Lent::Returnable(net) = lent else {
+            return;
+        };
+        if self.spare.is_none() {
+            self.spare = match holds_no_socket(&net) {
+                true => Some(net),
+                false => new_network(),
+            };
+        }
+    }
+}
+
+/// Whether a network namespace holds no socket. The step's processes are gone,
+/// but a closed TCP connection stays (TIME_WAIT and the like) and would keep
+/// its port from the next step. The namespace's own counts in `sockstat` say
+/// so; its socket tables would walk the whole host's (tens of ms here).
+fn holds_no_socket(net: &OwnedFd) -> bool {
+    let Ok(net) = net.try_clone() else {
+        return false;
+    };
+    std::thread::spawn(move || {
+        // SAFETY: setns changes only this thread's namespace.
+        if unsafe { libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return false;
+        }
+        [
+            "/proc/thread-self/net/sockstat",
+            "/proc/thread-self/net/sockstat6",
+        ]
+        .iter()
+        .all(|file| std::fs::read_to_string(file).is_ok_and(|counts| none_in_use(&counts)))
+    })
+    .join()
+    .unwrap_or(false)
+}
+
+/// Whether every `inuse` and `tw` count of a `sockstat` file is 0 (the
+/// others, `orphan`, `alloc`, `mem`, are the host's).
+fn none_in_use(sockstat: &str) -> bool {
+    let words: Vec<&str> = sockstat.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0] == "inuse" || w[0] == "tw")
+        .all(|w| w[1] == "0")
+        && words.contains(&"inuse")
+}
+
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array it is given.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both are new descriptors owned by nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// A start that failed, as bake is told of it.
@@ -407,12 +519,17 @@ fn refused(e: ExecError) -> Reply {
     }
 }
 
-/// A new network namespace, made by a thread that leaves it at once.
+/// A new network namespace, its loopback device up, made by a thread that
+/// leaves it at once.
 fn new_network() -> Option<OwnedFd> {
     std::thread::spawn(|| {
-        // SAFETY: unshare changes only this thread's namespaces.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            return None;
+        // SAFETY: unshare changes only this thread's namespaces; loopback_up
+        // makes system calls on memory of its own.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                return None;
+            }
+            loopback_up();
         }
         File::open("/proc/thread-self/ns/net")
             .ok()
@@ -431,33 +548,49 @@ fn answer(output: &mut File, reply: &Reply) -> io::Result<()> {
 }
 
 /// Waits for the step; if bake goes away meanwhile (the launcher's stdin
-/// closes), stops it first. Returns its raw wait status, leaving it unreaped.
-fn wait_or_hang_up(child: &mut Child, input: &File) -> i32 {
+/// closes), stops it first. Returns its raw wait status, from `report` when
+/// the waiting process writes it there, leaving the process unreaped.
+fn wait_or_hang_up(child: &mut Child, input: &File, mut report: Option<File>) -> i32 {
     let pid = child.id() as libc::pid_t;
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as libc::c_int;
     if pidfd >= 0 {
         let mut fds = [
-            libc::pollfd {
-                fd: input.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: pidfd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
+            input.as_raw_fd(),
+            pidfd,
+            report.as_ref().map_or(-1, |r| r.as_raw_fd()),
+        ]
+        .map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        let mut stopped = false;
         loop {
-            // SAFETY: poll writes only the revents of the two entries it is given.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            // SAFETY: poll writes only the revents of the entries it is given.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
             if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            if n > 0 && fds[1].revents == 0 && fds[0].revents != 0 {
+            if n > 0 && fds[2].revents != 0 {
+                let mut status = [0u8; 4];
+                if let Some(Ok(())) = report.as_mut().map(|r| r.read_exact(&mut status)) {
+                    // SAFETY: pidfd is ours and closed once.
+                    unsafe {
+                        libc::close(pidfd);
+                    }
+                    return i32::from_ne_bytes(status);
+                }
+                // It ended without a word: its own status says how.
+                fds[2].fd = -1;
+                continue;
+            }
+            if n > 0 && fds[1].revents == 0 && fds[0].revents != 0 && !stopped {
                 // Bake sends nothing while a step runs: this is its end.
                 stop(child);
+                stopped = true;
+                fds[0].fd = -1;
+                continue;
             }
             break;
         }

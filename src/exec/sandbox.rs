@@ -382,6 +382,7 @@ impl Sandbox {
             cgroup: None,
             oom_score_adj: None,
             network: None,
+            report: None,
         })
     }
 }
@@ -413,6 +414,10 @@ pub struct Entry {
     /// while the step before ran), which it joins rather than make its own.
     #[serde(skip)]
     pub network: Option<OwnedFd>,
+    /// Where the waiting process writes the step's wait status as soon as the
+    /// step's last process is gone, before its namespaces are torn down.
+    #[serde(skip)]
+    pub report: Option<OwnedFd>,
 }
 
 impl Entry {
@@ -423,6 +428,21 @@ impl Entry {
         self.isolated
             && self.flags & libc::CLONE_NEWNET != 0
             && self.flags & libc::CLONE_NEWUSER == 0
+    }
+
+    /// Whether the step's network namespace may serve the next step once it
+    /// holds no socket: the step runs unprivileged, so it can change nothing
+    /// else there (addresses, routes, filters, sysctls).
+    pub fn network_reusable(&self) -> bool {
+        self.takes_network() && self.become_builder
+    }
+
+    /// Whether the step's end may be told before its namespaces are gone: a
+    /// confined step can mount nothing, so the teardown writes nothing of its
+    /// (a privileged step's own mounts, a loop device's file system, are only
+    /// flushed then).
+    pub fn reports_early(&self) -> bool {
+        self.isolated && self.confined
     }
 
     /// Arranges for `cmd` to enter the sandbox between fork and exec.
@@ -444,6 +464,7 @@ impl Entry {
             cgroup,
             oom_score_adj,
             network,
+            report,
         } = self;
         let oom_score_adj = oom_score_adj.map(|value| (c"/proc/self/oom_score_adj", value));
         if !isolated {
@@ -501,7 +522,7 @@ impl Entry {
                     return Err(io::Error::last_os_error());
                 }
                 if pid > 0 {
-                    wait_for_step(pid);
+                    wait_for_step(pid, report.as_ref().map_or(-1, |fd| fd.as_raw_fd()));
                 }
                 // PID 1 of the step's namespace from here on.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -572,13 +593,21 @@ extern "C" fn kill_step(_: libc::c_int) {
 }
 
 /// The waiting process: relays a SIGTERM as a SIGKILL of the step's namespace,
-/// and ends as the step ended, once the whole namespace is gone.
-unsafe fn wait_for_step(pid: libc::pid_t) -> ! {
+/// and ends as the step ended, once the whole namespace is gone. Given a
+/// `report` descriptor, it writes the step's wait status there first.
+unsafe fn wait_for_step(pid: libc::pid_t, report: libc::c_int) -> ! {
     STEP.store(pid, Ordering::Relaxed);
     // Bake's spawn returns once every copy of its exec-status pipe is closed:
     // this process never execs, so it lets go of every descriptor it does not
     // need, and bake learns the step started as soon as it has.
-    libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    let mut first_closed = 3u32;
+    if report >= 0 {
+        if report != 3 {
+            libc::dup2(report, 3);
+        }
+        first_closed = 4;
+    }
+    libc::syscall(libc::SYS_close_range, first_closed, u32::MAX, 0u32);
     let mut action: libc::sigaction = std::mem::zeroed();
     action.sa_sigaction = kill_step as *const () as usize;
     libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
@@ -591,6 +620,11 @@ unsafe fn wait_for_step(pid: libc::pid_t) -> ! {
         if r < 0 && *libc::__errno_location() != libc::EINTR {
             libc::_exit(127);
         }
+    }
+    // When the step's PID 1 is reaped, the kernel has killed and reaped every
+    // other process of its namespace: what the step wrote is complete.
+    if report >= 0 {
+        libc::write(3, (&status as *const libc::c_int).cast(), 4);
     }
     if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status);
@@ -718,8 +752,8 @@ unsafe fn write_file(path: &CStr, data: &[u8]) -> io::Result<()> {
 }
 
 /// Brings up `lo` in a fresh network namespace (it starts down), so steps can use
-/// 127.0.0.1. Runs between fork and exec: only system calls, no allocation.
-unsafe fn loopback_up() {
+/// 127.0.0.1. Also runs between fork and exec: only system calls, no allocation.
+pub(super) unsafe fn loopback_up() {
     let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
     if fd < 0 {
         return;
@@ -727,7 +761,9 @@ unsafe fn loopback_up() {
     let mut req: libc::ifreq = std::mem::zeroed();
     req.ifr_name[0] = b'l' as libc::c_char;
     req.ifr_name[1] = b'o' as libc::c_char;
-    if libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req) == 0 {
+    if libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req) == 0
+        && req.ifr_ifru.ifru_flags & libc::IFF_UP as libc::c_short == 0
+    {
         req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
         libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req);
     }
