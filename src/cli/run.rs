@@ -89,7 +89,7 @@ pub(super) fn cmd_build(
     let evaluated = Instant::now();
     let store = recipe.open_store()?;
     let (selected, wanted) = select(&eval, targets)?;
-    stop_on_signals();
+    crate::interrupt::listen_once_work_begins(stop_on_signals);
     let asked = asked_for(&eval, &selected, targets);
     let realiser = Realiser::new(&eval, &store, run.options()?).wanting(asked.clone());
     let report = realiser.build(&wanted);

@@ -252,6 +252,7 @@ impl<'a> Realiser<'a> {
     ) -> Vec<usize> {
         let durations = Mutex::new(BTreeMap::new());
         let spans = Mutex::new(Vec::new());
+        crate::interrupt::work_begins();
         let results = schedule::run(&self.eval.graph, pending, self.jobs, self.keep_going, |i| {
             let inst = self.eval.instance(i);
             let realised = |d: usize| {
