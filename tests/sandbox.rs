@@ -391,8 +391,8 @@ fn a_steps_scratch_serves_a_later_step_clean() {
 
 #[test]
 fn every_step_has_a_network_of_its_own() {
-    // Four steps in a chain on one lane (whose launcher makes each step's
-    // network namespace while the step before runs): each starts with no TCP
+    // Four steps in a chain on one lane (whose launcher hands a step's network
+    // namespace on only when it holds no socket): each starts with no TCP
     // socket and leaves one in TIME_WAIT on a fixed port.
     let p = Project::new();
     let recipe = chain(
