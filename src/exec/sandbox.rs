@@ -13,7 +13,8 @@
 //! The step's shell is PID 1 of its namespace: when it ends, the kernel kills
 //! whatever it left behind. Between bake and it sits one waiting process, which
 //! turns a SIGTERM (a timeout, an interrupt, bake's own death) into a SIGKILL of
-//! the whole namespace and exits only once it is gone.
+//! the whole namespace and exits only once it is gone; for a confined step it
+//! tells the end as soon as the step's last process is gone, before that.
 
 use std::ffi::{CStr, CString};
 use std::fs;
@@ -410,8 +411,8 @@ pub struct Entry {
     /// What the step sets its OOM score adjustment back to (a launcher lowers
     /// its own).
     pub oom_score_adj: Option<Vec<u8>>,
-    /// A network namespace made for this step ahead of time (by a launcher,
-    /// while the step before ran), which it joins rather than make its own.
+    /// A network namespace from the step's launcher, made ahead of time or
+    /// left clean by the step before, which it joins rather than make its own.
     #[serde(skip)]
     pub network: Option<OwnedFd>,
     /// Where the waiting process writes the step's wait status as soon as the
@@ -600,13 +601,10 @@ unsafe fn wait_for_step(pid: libc::pid_t, report: libc::c_int) -> ! {
     // Bake's spawn returns once every copy of its exec-status pipe is closed:
     // this process never execs, so it lets go of every descriptor it does not
     // need, and bake learns the step started as soon as it has.
-    let mut first_closed = 3u32;
-    if report >= 0 {
-        if report != 3 {
-            libc::dup2(report, 3);
-        }
-        first_closed = 4;
-    }
+    // The report is kept as descriptor 3; without it the launcher learns the
+    // end from this process's own exit.
+    let report = report >= 0 && (report == 3 || libc::dup2(report, 3) == 3);
+    let first_closed = if report { 4u32 } else { 3 };
     libc::syscall(libc::SYS_close_range, first_closed, u32::MAX, 0u32);
     let mut action: libc::sigaction = std::mem::zeroed();
     action.sa_sigaction = kill_step as *const () as usize;
@@ -623,7 +621,7 @@ unsafe fn wait_for_step(pid: libc::pid_t, report: libc::c_int) -> ! {
     }
     // When the step's PID 1 is reaped, the kernel has killed and reaped every
     // other process of its namespace: what the step wrote is complete.
-    if report >= 0 {
+    if report {
         libc::write(3, (&status as *const libc::c_int).cast(), 4);
     }
     if libc::WIFSIGNALED(status) {
