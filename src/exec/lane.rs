@@ -565,7 +565,6 @@ fn wait_or_hang_up(child: &mut Child, input: &File, mut report: Option<File>) ->
             events: libc::POLLIN,
             revents: 0,
         });
-        let mut stopped = false;
         loop {
             // SAFETY: poll writes only the revents of the entries it is given.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
@@ -585,10 +584,10 @@ fn wait_or_hang_up(child: &mut Child, input: &File, mut report: Option<File>) ->
                 fds[2].fd = -1;
                 continue;
             }
-            if n > 0 && fds[1].revents == 0 && fds[0].revents != 0 && !stopped {
-                // Bake sends nothing while a step runs: this is its end.
+            if n > 0 && fds[1].revents == 0 && fds[0].revents != 0 {
+                // Bake sends nothing while a step runs: this is its end. Then
+                // the step's own end is waited for as before.
                 stop(child);
-                stopped = true;
                 fds[0].fd = -1;
                 continue;
             }
