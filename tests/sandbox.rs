@@ -23,6 +23,12 @@ fn hostile(p: &Project, name: &str, places: &[(&str, String)]) -> String {
     name.to_string()
 }
 
+/// The text of `file` in instance `id`'s output, from `bake build --json`.
+fn output_file(out: &serde_json::Value, id: &str, file: &str) -> String {
+    let dir = PathBuf::from(out["outputs"][id].as_str().unwrap());
+    fs::read_to_string(dir.join(file)).unwrap()
+}
+
 /// The `NAME blocked|ESCAPED` lines a hostile step wrote.
 fn report(out: &serde_json::Value, id: &str) -> Vec<(String, String)> {
     let dir = PathBuf::from(out["outputs"][id].as_str().unwrap());
@@ -364,9 +370,7 @@ fn a_steps_scratch_serves_a_later_step_clean() {
     p.write("r.kdl", &recipe);
     let (code, out) = p.build("r.kdl", &["-j1"]);
     assert_eq!(code, 0, "{out}");
-    let read = |id: String, file: &str| {
-        fs::read_to_string(PathBuf::from(out["outputs"][&id].as_str().unwrap()).join(file)).unwrap()
-    };
+    let read = |id: String, file: &str| output_file(&out, &id, file);
     let mut inodes = Vec::new();
     for i in 0..6 {
         let id = format!("s{i}");
@@ -411,10 +415,7 @@ fn every_step_has_a_network_of_its_own() {
     p.write("r.kdl", &recipe);
     let (code, out) = p.build("r.kdl", &["-j1"]);
     assert_eq!(code, 0, "{out}");
-    let read = |i: usize, file: &str| {
-        let dir = PathBuf::from(out["outputs"][format!("n{i}")].as_str().unwrap());
-        fs::read_to_string(dir.join(file)).unwrap()
-    };
+    let read = |i: usize, file: &str| output_file(&out, &format!("n{i}"), file);
     // A namespace's inode number is reused once it is gone: the sockets tell
     // whether a step found another's namespace.
     let host = fs::read_link("/proc/self/ns/net").unwrap();
@@ -447,10 +448,7 @@ fn a_network_left_clean_serves_the_next_step_and_no_other() {
     );
     let (code, out) = p.build("r.kdl", &["-j1"]);
     assert_eq!(code, 0, "{out}");
-    let read = |id: &str, file: &str| {
-        let dir = PathBuf::from(out["outputs"][id].as_str().unwrap());
-        fs::read_to_string(dir.join(file)).unwrap()
-    };
+    let read = |id: &str, file: &str| output_file(&out, id, file);
     let privileged = read("p", "net");
     for i in 0..4 {
         let id = format!("c{i}");
@@ -773,9 +771,7 @@ fn slow_sigkill_at_random_moments_leaves_a_consistent_store() {
     assert!(text.contains(" 0 corrupt"), "{text}");
     let (code, last) = p.build("r.kdl", &[]);
     assert_eq!(code, 0, "{last}");
-    let read = |id: &str| {
-        fs::read_to_string(PathBuf::from(last["outputs"][id].as_str().unwrap()).join("v")).unwrap()
-    };
+    let read = |id: &str| output_file(&last, id, "v");
     let lines = |name: &str| -> String { (1..=5).map(|i| format!("{name}{i}\n")).collect() };
     assert_eq!(read("a3"), lines("a1") + &lines("a2") + &lines("a3"));
     assert_eq!(read("b2"), lines("b1") + &lines("b2"));

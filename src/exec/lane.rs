@@ -355,16 +355,13 @@ pub fn serve() -> i32 {
         };
         launch.entry.oom_score_adj = original.clone();
         let lent = networks.lend(&mut launch.entry);
-        let report = if launch.entry.reports_early() {
-            match pipe() {
-                Ok((read, write)) => {
-                    launch.entry.report = Some(write);
-                    Some(File::from(read))
-                }
-                Err(_) => None,
-            }
-        } else {
-            None
+        // Without the pipe the end comes from the waiting process's exit.
+        let report = match launch.entry.reports_early() {
+            true => pipe().ok().map(|(read, write)| {
+                launch.entry.report = Some(write);
+                File::from(read)
+            }),
+            false => None,
         };
         let program = launch.program.clone();
         let started = launch.command().and_then(|mut cmd| {
@@ -457,23 +454,23 @@ impl Networks {
 /// its port from the next step. The namespace's own counts in `sockstat` say
 /// so; its socket tables would walk the whole host's (tens of ms here).
 fn holds_no_socket(net: &OwnedFd) -> bool {
-    let Ok(net) = net.try_clone() else {
-        return false;
-    };
-    std::thread::spawn(move || {
-        // SAFETY: setns changes only this thread's namespace.
-        if unsafe { libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return false;
-        }
-        [
-            "/proc/thread-self/net/sockstat",
-            "/proc/thread-self/net/sockstat6",
-        ]
-        .iter()
-        .all(|file| std::fs::read_to_string(file).is_ok_and(|counts| none_in_use(&counts)))
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: setns changes only this thread's namespace.
+                if unsafe { libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return false;
+                }
+                [
+                    "/proc/thread-self/net/sockstat",
+                    "/proc/thread-self/net/sockstat6",
+                ]
+                .iter()
+                .all(|file| std::fs::read_to_string(file).is_ok_and(|counts| none_in_use(&counts)))
+            })
+            .join()
+            .unwrap_or(false)
     })
-    .join()
-    .unwrap_or(false)
 }
 
 /// Whether every `inuse` and `tw` count of a `sockstat` file is 0 (the
@@ -555,9 +552,11 @@ fn wait_or_hang_up(child: &mut Child, input: &File, mut report: Option<File>) ->
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as libc::c_int;
     if pidfd >= 0 {
+        // SAFETY: a new descriptor, owned by nothing else.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
         let mut fds = [
             input.as_raw_fd(),
-            pidfd,
+            pidfd.as_raw_fd(),
             report.as_ref().map_or(-1, |r| r.as_raw_fd()),
         ]
         .map(|fd| libc::pollfd {
@@ -574,10 +573,6 @@ fn wait_or_hang_up(child: &mut Child, input: &File, mut report: Option<File>) ->
             if n > 0 && fds[2].revents != 0 {
                 let mut status = [0u8; 4];
                 if let Some(Ok(())) = report.as_mut().map(|r| r.read_exact(&mut status)) {
-                    // SAFETY: pidfd is ours and closed once.
-                    unsafe {
-                        libc::close(pidfd);
-                    }
                     return i32::from_ne_bytes(status);
                 }
                 // It ended without a word: its own status says how.
@@ -592,10 +587,6 @@ fn wait_or_hang_up(child: &mut Child, input: &File, mut report: Option<File>) ->
                 continue;
             }
             break;
-        }
-        // SAFETY: pidfd is ours and closed once.
-        unsafe {
-            libc::close(pidfd);
         }
     }
     loop {
