@@ -69,13 +69,9 @@ impl Launch {
             .try_clone()
             .map_err(|e| ExecError::io("cannot open", &self.log, e))?;
         let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args)
-            .env_clear()
-            .envs(self.env)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
-        self.entry.install(&mut cmd)?;
+        cmd.stdin(Stdio::null()).stdout(log).stderr(log_err);
+        self.entry
+            .install(&mut cmd, &self.program, &self.args, &self.env)?;
         Ok(cmd)
     }
 }

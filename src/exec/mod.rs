@@ -4,6 +4,7 @@
 mod cgroup;
 mod lane;
 mod sandbox;
+mod vfork;
 mod watch;
 
 use std::collections::BTreeMap;

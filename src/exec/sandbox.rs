@@ -11,8 +11,9 @@
 //! so everything it starts dies with it and it sees no network but loopback.
 //!
 //! The step's shell is PID 1 of its namespace: when it ends, the kernel kills
-//! whatever it left behind. Between bake and it sits one waiting process, which
-//! turns a SIGTERM (a timeout, an interrupt, bake's own death) into a SIGKILL of
+//! whatever it left behind. Between bake and it sits one waiting process (which
+//! starts it without a fork's copy of its memory, see `vfork`), which turns a
+//! SIGTERM (a timeout, an interrupt, bake's own death) into a SIGKILL of
 //! the whole namespace and exits only once it is gone; for a confined step it
 //! tells the end as soon as the step's last process is gone, before that.
 
@@ -27,6 +28,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
 
+use super::vfork::Exec;
 use super::{ExecError, Step, BUILD_DIR};
 use crate::variation::StepSettings;
 
@@ -446,8 +448,16 @@ impl Entry {
         self.isolated && self.confined
     }
 
-    /// Arranges for `cmd` to enter the sandbox between fork and exec.
-    pub fn install(self, cmd: &mut Command) -> Result<(), ExecError> {
+    /// Arranges for `cmd` (made for `program`, with its stdio set) to run
+    /// `program` with `args` and `env` in the sandbox. In namespaces of its
+    /// own, the step is started by the waiting process, not by `cmd`.
+    pub fn install(
+        self,
+        cmd: &mut Command,
+        program: &str,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Result<(), ExecError> {
         let Entry {
             isolated,
             flags,
@@ -469,6 +479,9 @@ impl Entry {
         } = self;
         let oom_score_adj = oom_score_adj.map(|value| (c"/proc/self/oom_score_adj", value));
         if !isolated {
+            cmd.args(args)
+                .env_clear()
+                .envs(env.iter().map(|(k, v)| (k, v)));
             // SAFETY: only async-signal-safe calls on memory prepared before fork.
             unsafe {
                 cmd.pre_exec(move || {
@@ -490,8 +503,9 @@ impl Entry {
             Some(_) => flags & !libc::CLONE_NEWNET,
             None => flags,
         };
-        let proc_dir = cstr("/proc")?;
-        let (run_dir, run_mode) = (cstr("/run")?, cstr("mode=0755")?);
+        let own_proc = Op::Proc(cstr("/proc")?);
+        let own_run = Op::Tmpfs(cstr("/run")?, cstr("mode=0755")?);
+        let mut exec = Exec::new(program, args, env)?;
         let files = [
             cstr("/proc/self/setgroups")?,
             cstr("/proc/self/uid_map")?,
@@ -518,62 +532,59 @@ impl Entry {
                     write_file(&files[1], uid_map)?;
                     write_file(&files[2], gid_map)?;
                 }
-                let pid = libc::fork();
-                if pid < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                if pid > 0 {
-                    wait_for_step(pid, report.as_ref().map_or(-1, |fd| fd.as_raw_fd()));
-                }
-                // PID 1 of the step's namespace from here on.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                libc::signal(libc::SIGINT, libc::SIG_DFL);
-                libc::setsid();
-                libc::sethostname(hostname.as_ptr().cast(), hostname.len());
-                libc::setdomainname(domainname.as_ptr().cast(), domainname.len());
-                let none = std::ptr::null();
-                check(libc::mount(
-                    none,
-                    c"/".as_ptr(),
-                    none,
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ))?;
-                loopback_up();
-                match &root {
-                    Some(root) => {
-                        for op in &ops {
-                            run_op(op)?;
+                // PID 1 of the step's namespace, in this process's memory until
+                // it execs.
+                let pid = exec.spawn(&mut || {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    libc::signal(libc::SIGINT, libc::SIG_DFL);
+                    libc::setsid();
+                    libc::sethostname(hostname.as_ptr().cast(), hostname.len());
+                    libc::setdomainname(domainname.as_ptr().cast(), domainname.len());
+                    let none = std::ptr::null();
+                    check(libc::mount(
+                        none,
+                        c"/".as_ptr(),
+                        none,
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    ))?;
+                    loopback_up();
+                    match &root {
+                        Some(root) => {
+                            for op in &ops {
+                                run_op(op)?;
+                            }
+                            check(libc::chdir(root.as_ptr()))?;
+                            check(
+                                libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr())
+                                    as i32,
+                            )?;
+                            check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
                         }
-                        check(libc::chdir(root.as_ptr()))?;
-                        check(
-                            libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr())
-                                as i32,
-                        )?;
-                        check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
-                    }
-                    None => {
-                        for op in &privileged_binds {
-                            run_op(op)?;
+                        None => {
+                            for op in &privileged_binds {
+                                run_op(op)?;
+                            }
+                            // Its own processes in /proc, not the host's; and its own /run,
+                            // so what it leaves there (network namespaces, containers'
+                            // state) goes with it.
+                            run_op(&own_proc)?;
+                            run_op(&own_run)?;
                         }
-                        // Its own processes in /proc, not the host's; and its own /run,
-                        // so what it leaves there (network namespaces, containers'
-                        // state) goes with it.
-                        run_op(&Op::Proc(proc_dir.clone()))?;
-                        run_op(&Op::Tmpfs(run_dir.clone(), run_mode.clone()))?;
                     }
-                }
-                check(libc::chdir(cwd.as_ptr()))?;
-                if become_builder {
-                    let id = builder;
-                    check(libc::setgroups(0, std::ptr::null()))?;
-                    check(libc::setresgid(id, id, id))?;
-                    check(libc::setresuid(id, id, id))?;
-                }
-                if confined {
-                    check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
-                }
-                Ok(())
+                    check(libc::chdir(cwd.as_ptr()))?;
+                    if become_builder {
+                        let id = builder;
+                        check(libc::setgroups(0, std::ptr::null()))?;
+                        check(libc::setresgid(id, id, id))?;
+                        check(libc::setresuid(id, id, id))?;
+                    }
+                    if confined {
+                        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+                    }
+                    Ok(())
+                })?;
+                wait_for_step(pid, report.as_ref().map_or(-1, |fd| fd.as_raw_fd()))
             });
         }
         Ok(())
