@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "target" / "bench"
 BAKE = ROOT / "target" / "release" / "bake"
 GEN = ROOT / "target" / "release" / "examples" / "gen_recipe"
+FLOOR = ROOT / "target" / "release" / "examples" / "step_floor"
 
 
 def unlimited_stack():
@@ -216,6 +217,20 @@ def cold_steps(n, runs, results):
     results["cold steps"] = {"steps": n, **row, "ratio bake/ninja": ratio, "extra per step s": per_step}
 
 
+def step_floor(runs, results):
+    print("the floor under a cold step: sh -c true started and waited for, in a step's namespaces and root or not", flush=True)
+    samples = {}
+    for _ in range(runs):
+        out = subprocess.check_output([FLOOR, "500"], text=True)
+        for line in out.splitlines():
+            name, ms = line.rsplit(None, 2)[:2]
+            samples.setdefault(name, []).append(float(ms) / 1e3)
+    row = {name: stats(t) for name, t in samples.items()}
+    for name, st in row.items():
+        show(name, st, "µs/step", 1e6)
+    results["step floor"] = row
+
+
 def parallel(runs, results):
     print("parallel efficiency: 4 independent CPU-bound steps, -j1 against -j2", flush=True)
     d = BENCH / "parallel"
@@ -391,20 +406,20 @@ def svg(results, path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer runs, no 100,000-node graph, no ingest")
-    ap.add_argument("--only", help="comma-separated: scaling (with noop), noop, cold, parallel, ingest, keepalived")
+    ap.add_argument("--only", help="comma-separated: scaling (with noop), noop, floor, cold, parallel, ingest, keepalived")
     ap.add_argument("--keepalived-store", help="a store holding the built keepalived matrix, for its no-op build (default: the tests' target/tmp/bake-store)")
     args = ap.parse_args()
     if args.keepalived_store:
         os.environ["BAKE_BENCH_KEEPALIVED_STORE"] = args.keepalived_store
     subprocess.run(
-        ["cargo", "build", "--release", "--quiet", "--bin", "bake", "--example", "gen_recipe"],
+        ["cargo", "build", "--release", "--quiet", "--bin", "bake", "--example", "gen_recipe", "--example", "step_floor"],
         cwd=ROOT,
         check=True,
     )
     BENCH.mkdir(parents=True, exist_ok=True)
     runs = 5 if args.quick else 11
     sizes = [1000, 2000, 10000] if args.quick else [1000, 2000, 10000, 100000]
-    only = set(args.only.split(",")) if args.only else {"scaling", "cold", "parallel", "ingest", "keepalived"}
+    only = set(args.only.split(",")) if args.only else {"scaling", "floor", "cold", "parallel", "ingest", "keepalived"}
     if args.quick:
         only.discard("ingest")
     print(f"machine: {os.cpu_count()} cores, {os.uname().release}; load {os.getloadavg()[0]:.1f}", flush=True)
@@ -419,6 +434,8 @@ def main():
         scaling([], [2000, 10000], runs, results)
     if "parallel" in only:
         parallel(max(3, runs // 3), results)
+    if "floor" in only:
+        step_floor(3, results)
     if "cold" in only:
         cold_steps(2000, 1 if args.quick else 3, results)
     if "ingest" in only:

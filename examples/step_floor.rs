@@ -1,0 +1,331 @@
+//! What a sandboxed step costs the kernel alone: `sh -c true` started and
+//! waited for `N` times in a row, plain, then with the namespaces and the root
+//! file system a confined bake step gets (the same mounts, the same order), by
+//! fork and by `clone(CLONE_VM | CLONE_VFORK)`. No bake code runs; the figures
+//! are the floor under bake's cold step (BENCHMARKS.md, "Cold steps").
+//!
+//! `step_floor [N]` (needs root) prints one line per variant: milliseconds a step.
+
+use std::ffi::{c_void, CString};
+use std::time::Instant;
+
+/// A fresh directory the roots are mounted on (each in the step's own mount
+/// namespace, so nothing is left on the host).
+const BASE: &str = "/tmp/bake-step-floor";
+
+struct Variant {
+    name: &'static str,
+    namespaces: bool,
+    root: bool,
+    vfork: bool,
+    /// Between the launcher and the step, a waiting process that unshares and
+    /// then starts the step (as bake's sandbox does).
+    waiter: bool,
+}
+
+struct Plan {
+    ops: Vec<Op>,
+    root: CString,
+    argv: Vec<*const libc::c_char>,
+    _args: Vec<CString>,
+    flags: libc::c_int,
+    vfork: bool,
+    stack: Vec<u8>,
+}
+
+enum Op {
+    Mkdir(CString),
+    Symlink(CString, CString),
+    Touch(CString),
+    Bind(CString, CString, bool),
+    Tmpfs(CString, CString),
+    Proc(CString),
+}
+
+fn c(s: &str) -> CString {
+    CString::new(s).expect("no NUL")
+}
+
+/// The mounts of a confined bake step with two inputs, as `strace` shows them.
+fn root_ops(base: &str) -> Vec<Op> {
+    let r = format!("{base}/root");
+    let p = |s: &str| c(&format!("{r}/{s}"));
+    let mut ops = vec![Op::Tmpfs(c(&r), c("mode=0755"))];
+    ops.push(Op::Mkdir(p("usr")));
+    ops.push(Op::Bind(c("/usr"), p("usr"), true));
+    for l in ["bin", "sbin", "lib", "lib64"] {
+        ops.push(Op::Symlink(c(&format!("usr/{l}")), p(l)));
+    }
+    ops.push(Op::Mkdir(p("etc")));
+    ops.push(Op::Bind(c("/etc"), p("etc"), true));
+    ops.push(Op::Bind(c("/etc/passwd"), p("etc/passwd"), true));
+    ops.push(Op::Bind(c("/etc/group"), p("etc/group"), true));
+    ops.push(Op::Mkdir(p("tmp")));
+    ops.push(Op::Tmpfs(p("tmp"), c("mode=1777")));
+    ops.push(Op::Mkdir(p("dev")));
+    ops.push(Op::Tmpfs(p("dev"), c("mode=0755")));
+    for d in ["null", "zero", "full", "random", "urandom", "tty"] {
+        ops.push(Op::Touch(p(&format!("dev/{d}"))));
+        ops.push(Op::Bind(
+            c(&format!("/dev/{d}")),
+            p(&format!("dev/{d}")),
+            false,
+        ));
+    }
+    for (target, link) in [
+        ("/proc/self/fd", "dev/fd"),
+        ("/proc/self/fd/0", "dev/stdin"),
+        ("/proc/self/fd/1", "dev/stdout"),
+        ("/proc/self/fd/2", "dev/stderr"),
+    ] {
+        ops.push(Op::Symlink(c(target), p(link)));
+    }
+    ops.push(Op::Mkdir(p("dev/shm")));
+    ops.push(Op::Tmpfs(p("dev/shm"), c("mode=1777")));
+    ops.push(Op::Mkdir(p("proc")));
+    ops.push(Op::Proc(p("proc")));
+    ops.push(Op::Mkdir(p("build")));
+    ops.push(Op::Bind(c(&format!("{base}/build")), p("build"), false));
+    ops.push(Op::Tmpfs(p("build/inputs"), c("mode=0755")));
+    for i in ["a", "b"] {
+        ops.push(Op::Mkdir(p(&format!("build/inputs/{i}"))));
+        ops.push(Op::Bind(
+            c(&format!("{base}/input")),
+            p(&format!("build/inputs/{i}")),
+            true,
+        ));
+    }
+    ops
+}
+
+unsafe fn run_op(op: &Op) -> bool {
+    let none = std::ptr::null();
+    let ok = |r: libc::c_int| r == 0;
+    match op {
+        Op::Mkdir(p) => ok(libc::mkdir(p.as_ptr(), 0o755)),
+        Op::Symlink(t, l) => ok(libc::symlink(t.as_ptr(), l.as_ptr())),
+        Op::Touch(p) => {
+            let fd = libc::open(
+                p.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o644,
+            );
+            fd >= 0 && ok(libc::close(fd))
+        }
+        Op::Bind(s, d, ro) => {
+            ok(libc::mount(
+                s.as_ptr(),
+                d.as_ptr(),
+                none,
+                libc::MS_BIND | libc::MS_REC,
+                none.cast(),
+            )) && (!ro
+                || ok(libc::mount(
+                    none,
+                    d.as_ptr(),
+                    none,
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID,
+                    none.cast(),
+                )))
+        }
+        Op::Tmpfs(d, data) => ok(libc::mount(
+            c"tmpfs".as_ptr(),
+            d.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            data.as_ptr().cast(),
+        )),
+        Op::Proc(d) => ok(libc::mount(
+            c"proc".as_ptr(),
+            d.as_ptr(),
+            c"proc".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            none.cast(),
+        )),
+    }
+}
+
+/// The step: its mounts, then `sh -c true`.
+extern "C" fn step(arg: *mut c_void) -> libc::c_int {
+    // SAFETY: `arg` is the launcher's `Plan`, unchanged while the step runs.
+    unsafe {
+        let plan = &*arg.cast::<Plan>();
+        if plan.flags != 0 {
+            let none = std::ptr::null();
+            libc::mount(
+                none,
+                c"/".as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                none.cast(),
+            );
+        }
+        if !plan.ops.is_empty() {
+            if !plan.ops.iter().all(|op| run_op(op)) {
+                libc::_exit(120);
+            }
+            libc::chdir(plan.root.as_ptr());
+            libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr());
+            libc::umount2(c".".as_ptr(), libc::MNT_DETACH);
+            libc::chdir(c"/".as_ptr());
+        }
+        libc::execv(c"/bin/sh".as_ptr(), plan.argv.as_ptr());
+        libc::_exit(127)
+    }
+}
+
+/// Starts the step from this process; its pid.
+unsafe fn start(plan: &mut Plan, flags: libc::c_int) -> libc::pid_t {
+    let extra = match plan.vfork {
+        true => libc::CLONE_VM | libc::CLONE_VFORK,
+        false => 0,
+    };
+    let top = plan.stack.as_mut_ptr().add(plan.stack.len()) as usize & !15;
+    libc::clone(
+        step,
+        top as *mut c_void,
+        flags | extra | libc::SIGCHLD,
+        (plan as *mut Plan).cast(),
+    )
+}
+
+unsafe fn wait(pid: libc::pid_t) -> libc::c_int {
+    let mut status = 0;
+    libc::waitpid(pid, &mut status, 0);
+    status
+}
+
+/// The waiting process: unshares, starts the step, waits for it.
+extern "C" fn waiter(arg: *mut c_void) -> libc::c_int {
+    // SAFETY: as for `step`; this process has its own copy of the plan.
+    unsafe {
+        let plan = &mut *arg.cast::<Plan>();
+        if libc::unshare(plan.flags) != 0 {
+            libc::_exit(121);
+        }
+        let pid = start(plan, 0);
+        libc::_exit(match wait(pid) {
+            0 => 0,
+            _ => 122,
+        })
+    }
+}
+
+fn time(v: &Variant, n: usize) -> f64 {
+    let flags = match v.namespaces {
+        true => libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,
+        false => 0,
+    };
+    let args = vec![c("sh"), c("-c"), c("true")];
+    let mut plan = Plan {
+        ops: if v.root { root_ops(BASE) } else { Vec::new() },
+        root: c(&format!("{BASE}/root")),
+        argv: args
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain([std::ptr::null()])
+            .collect(),
+        _args: args,
+        flags,
+        vfork: v.vfork,
+        stack: vec![0; 64 << 10],
+    };
+    let mut waiter_stack = vec![0u8; 64 << 10];
+    let began = Instant::now();
+    for _ in 0..n {
+        // SAFETY: the children run only system calls on the plan made above.
+        let status = unsafe {
+            let pid = match v.waiter {
+                true => {
+                    let top = waiter_stack.as_mut_ptr().add(waiter_stack.len()) as usize & !15;
+                    libc::clone(
+                        waiter,
+                        top as *mut c_void,
+                        libc::SIGCHLD,
+                        (&mut plan as *mut Plan).cast(),
+                    )
+                }
+                false => start(&mut plan, flags),
+            };
+            assert!(pid > 0, "clone: {}", std::io::Error::last_os_error());
+            wait(pid)
+        };
+        assert_eq!(status, 0, "{}: the step failed", v.name);
+    }
+    began.elapsed().as_secs_f64() * 1e3 / n as f64
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(500);
+    for d in ["root", "build/src", "build/inputs", "input"] {
+        std::fs::create_dir_all(format!("{BASE}/{d}"))
+            .expect("cannot make the floor's directories");
+    }
+    let v = |name, namespaces, root, vfork, waiter| Variant {
+        name,
+        namespaces,
+        root,
+        vfork,
+        waiter,
+    };
+    let variants = [
+        v("sh -c true, fork", false, false, false, false),
+        v(
+            "sh -c true, vfork (ninja's posix_spawn)",
+            false,
+            false,
+            true,
+            false,
+        ),
+        v(
+            "+ mount, PID, IPC, UTS namespaces, fork",
+            true,
+            false,
+            false,
+            false,
+        ),
+        v(
+            "+ mount, PID, IPC, UTS namespaces, vfork",
+            true,
+            false,
+            true,
+            false,
+        ),
+        v(
+            "+ a step's root (25 mounts), fork",
+            true,
+            true,
+            false,
+            false,
+        ),
+        v(
+            "+ a step's root (25 mounts), vfork",
+            true,
+            true,
+            true,
+            false,
+        ),
+        v(
+            "+ a step's root, waiting process, fork",
+            true,
+            true,
+            false,
+            true,
+        ),
+        v(
+            "+ a step's root, waiting process, vfork (bake)",
+            true,
+            true,
+            true,
+            true,
+        ),
+    ];
+    for variant in &variants {
+        println!("{:<50} {:6.2} ms/step", variant.name, time(variant, n));
+    }
+    // Only empty directories: every mount was in a step's own namespace.
+    let _ = std::fs::remove_dir_all(BASE);
+}
