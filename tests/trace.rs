@@ -92,3 +92,40 @@ fn critical_path_alone() {
     );
     assert!(!line.contains("c ("), "{line}");
 }
+
+#[test]
+fn a_long_critical_path_is_shown_by_its_ends_and_longest_steps() {
+    let p = Project::new();
+    let mut recipe = String::new();
+    for i in 0..20 {
+        let input = if i > 0 {
+            format!("input \"s{}\"", i - 1)
+        } else {
+            String::new()
+        };
+        // s9 is the one slow step, in the middle of the chain.
+        let nap = if i == 9 { "sleep 0.4; " } else { "" };
+        recipe.push_str(&format!(
+            "build \"s{i}\" {{\n    {input}\n    script \"{nap}echo {i} > $out/s\"\n}}\n"
+        ));
+    }
+    p.write("r.kdl", &recipe);
+    let out = p.bake(&["build", "r.kdl", "--critical-path"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let at = stderr
+        .find("critical path:")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let mut lines = stderr[at..].lines();
+    let path = lines.next().unwrap();
+    assert!(path.contains("20 step(s): s0 ("), "{path}");
+    assert!(path.contains("s3 (") && !path.contains("s4 ("), "{path}");
+    assert!(
+        path.contains("-> [12 more, ") && path.contains("-> s16 ("),
+        "{path}"
+    );
+    assert!(path.contains("-> s19 ("), "{path}");
+    let longest = lines.next().unwrap();
+    assert!(longest.starts_with("  longest on it: s9 ("), "{longest}");
+    assert_eq!(longest.split(", ").count(), 5, "{longest}");
+}

@@ -28,21 +28,53 @@ pub struct CriticalPath {
     pub total: Duration,
 }
 
+/// Paths longer than this are shown by their ends and their longest steps: a
+/// chain of thousands of steps on one line reads as nothing.
+const SHOWN_WHOLE: usize = 12;
+const SHOWN_AT_EACH_END: usize = 4;
+const LONGEST_SHOWN: usize = 5;
+
 impl CriticalPath {
     /// `keepalived@2.3.4/arm64 (12.1 s) -> ...`, and the path's share of `wall`.
     pub fn describe(&self, eval: &Evaluation, wall: Duration) -> String {
-        let steps: Vec<String> = self
-            .steps
-            .iter()
-            .map(|(i, d)| format!("{} ({:.2} s)", eval.instance(*i).id, d.as_secs_f64()))
-            .collect();
-        format!(
-            "critical path: {:.2} s of {:.2} s wall, {} step(s): {}",
+        let step = |(i, d): &(usize, Duration)| format!("{} ({})", eval.instance(*i).id, took(*d));
+        let head = format!(
+            "critical path: {:.2} s of {:.2} s wall, {} step(s): ",
             self.total.as_secs_f64(),
             wall.as_secs_f64(),
             self.steps.len(),
-            steps.join(" -> ")
+        );
+        let n = self.steps.len();
+        if n <= SHOWN_WHOLE {
+            let steps: Vec<String> = self.steps.iter().map(step).collect();
+            return head + &steps.join(" -> ");
+        }
+        let ends = SHOWN_AT_EACH_END;
+        let (first, rest) = self.steps.split_at(ends);
+        let (middle, last) = rest.split_at(n - 2 * ends);
+        let between: Duration = middle.iter().map(|(_, d)| *d).sum();
+        let mut longest = self.steps.clone();
+        longest.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
+        longest.truncate(LONGEST_SHOWN);
+        let shown = |s: &[(usize, Duration)]| s.iter().map(step).collect::<Vec<_>>().join(" -> ");
+        format!(
+            "{head}{} -> [{} more, {}] -> {}\n  longest on it: {}",
+            shown(first),
+            middle.len(),
+            took(between),
+            shown(last),
+            longest.iter().map(step).collect::<Vec<_>>().join(", ")
         )
+    }
+}
+
+/// `1.52 s`, `412 ms`, `2.4 ms`: a trivial step's time is not `0.00 s`.
+fn took(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    match ms {
+        ms if ms >= 1e3 => format!("{:.2} s", ms / 1e3),
+        ms if ms >= 10.0 => format!("{ms:.0} ms"),
+        ms => format!("{ms:.1} ms"),
     }
 }
 
