@@ -2,8 +2,12 @@
 //! threads. A failure fails its dependents only; by default nothing new starts
 //! after it (running steps finish), with `keep_going` everything independent of it
 //! still runs.
+//!
+//! The worker that finishes a step takes the next ready one itself: along a
+//! chain of short steps, handing each over to another thread (and back) cost
+//! two wake-ups a step.
 
-use std::sync::mpsc;
+use std::sync::Mutex;
 
 use crate::graph::{Dag, Selection};
 
@@ -16,6 +20,61 @@ pub enum Outcome<T, E> {
     DependencyFailed,
     /// Not run: the schedule stopped after a failure elsewhere.
     NotStarted,
+}
+
+/// What every worker reads: the graph's dependents, the limits, the step.
+struct Plan<'a, F> {
+    dependents: Vec<Vec<usize>>,
+    jobs: usize,
+    keep_going: bool,
+    step: &'a F,
+}
+
+/// What the workers change, under one lock.
+struct Queue<T, E> {
+    waiting: Vec<usize>,
+    results: Vec<Option<Outcome<T, E>>>,
+    /// Highest index first, so `pop` gives the lowest: the evaluation order,
+    /// so runs are alike from one to the next.
+    ready: Vec<usize>,
+    running: usize,
+    stopped: bool,
+}
+
+impl<T, E> Queue<T, E> {
+    /// The ready steps that may start now, lowest index first; counted as running.
+    fn start(&mut self, jobs: usize) -> Vec<usize> {
+        let mut started = Vec::new();
+        while !self.stopped && self.running < jobs {
+            let Some(node) = self.ready.pop() else { break };
+            self.running += 1;
+            started.push(node);
+        }
+        started
+    }
+
+    fn finish<F>(&mut self, node: usize, result: Result<T, E>, plan: &Plan<'_, F>) {
+        self.running -= 1;
+        match result {
+            Ok(value) => {
+                self.results[node] = Some(Outcome::Done(value));
+                for &d in &plan.dependents[node] {
+                    self.waiting[d] -= 1;
+                    if self.waiting[d] == 0 && self.results[d].is_none() {
+                        self.ready.push(d);
+                    }
+                }
+                self.ready.sort_unstable_by(|a, b| b.cmp(a));
+            }
+            Err(e) => {
+                self.results[node] = Some(Outcome::Failed(e));
+                fail_dependents(node, &plan.dependents, &mut self.results);
+                let results = &self.results;
+                self.ready.retain(|r| results[*r].is_none());
+                self.stopped |= !plan.keep_going;
+            }
+        }
+    }
 }
 
 /// Runs `step` for every node of `graph` in `wanted`, each after those of its
@@ -49,60 +108,72 @@ where
             .filter(|(d, _)| wanted.contains(*d))
             .count()
     };
-    let mut waiting: Vec<usize> = (0..n).map(waiting_on).collect();
-    let mut results: Vec<Option<Outcome<T, E>>> = (0..n).map(|_| None).collect();
+    let waiting: Vec<usize> = (0..n).map(waiting_on).collect();
     let mut ready: Vec<usize> = wanted.iter().filter(|&i| waiting[i] == 0).collect();
-    // Lowest index first: the evaluation order, so runs are alike from one to the next.
     ready.reverse();
+    let plan = Plan {
+        dependents,
+        jobs: jobs.max(1),
+        keep_going,
+        step: &step,
+    };
+    let queue = Mutex::new(Queue {
+        waiting,
+        results: (0..n).map(|_| None).collect(),
+        ready,
+        running: 0,
+        stopped: false,
+    });
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(jobs.max(1))
+        .num_threads(plan.jobs)
         .build()?;
-    let (tx, rx) = mpsc::channel::<(usize, Result<T, E>)>();
-    let mut running = 0usize;
-    let mut stopped = false;
     pool.in_place_scope(|scope| {
-        loop {
-            while !stopped && running < jobs.max(1) {
-                let Some(node) = ready.pop() else { break };
-                running += 1;
-                let tx = tx.clone();
-                let step = &step;
-                scope.spawn(move |_| {
-                    // The receiver outlives every sender in this scope.
-                    let _ = tx.send((node, step(node)));
-                });
-            }
-            if running == 0 {
-                break;
-            }
-            let Ok((node, result)) = rx.recv() else { break };
-            running -= 1;
-            match result {
-                Ok(value) => {
-                    results[node] = Some(Outcome::Done(value));
-                    for &d in &dependents[node] {
-                        waiting[d] -= 1;
-                        if waiting[d] == 0 && results[d].is_none() {
-                            ready.push(d);
-                        }
-                    }
-                    ready.sort_unstable_by(|a, b| b.cmp(a));
-                }
-                Err(e) => {
-                    results[node] = Some(Outcome::Failed(e));
-                    fail_dependents(node, &dependents, &mut results);
-                    ready.retain(|r| results[*r].is_none());
-                    stopped |= !keep_going;
-                }
-            }
+        let first = lock(&queue).start(plan.jobs);
+        for node in first {
+            let (plan, queue) = (&plan, &queue);
+            scope.spawn(move |scope| work(scope, node, plan, queue));
         }
     });
+    let mut results = queue
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .results;
     for (i, r) in results.iter_mut().enumerate() {
         if wanted.contains(i) && r.is_none() {
             *r = Some(Outcome::NotStarted);
         }
     }
     Ok(results)
+}
+
+/// Runs `node`, then the next ready step for as long as there is one; what
+/// else became ready starts on workers of its own.
+fn work<'s, T, E, F>(
+    scope: &rayon::Scope<'s>,
+    node: usize,
+    plan: &'s Plan<'s, F>,
+    queue: &'s Mutex<Queue<T, E>>,
+) where
+    T: Send,
+    E: Send,
+    F: Fn(usize) -> Result<T, E> + Sync,
+{
+    let mut node = Some(node);
+    while let Some(this) = node {
+        let result = (plan.step)(this);
+        let mut q = lock(queue);
+        q.finish(this, result, plan);
+        let mut started = q.start(plan.jobs).into_iter();
+        drop(q);
+        node = started.next();
+        for other in started {
+            scope.spawn(move |scope| work(scope, other, plan, queue));
+        }
+    }
+}
+
+fn lock<T, E>(queue: &Mutex<Queue<T, E>>) -> std::sync::MutexGuard<'_, Queue<T, E>> {
+    queue.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn fail_dependents<T, E>(
