@@ -46,6 +46,46 @@ const HOST_ENTRIES: &[&str] = &[
 /// Device nodes a confined step gets.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
+/// What of [`HOST_ENTRIES`] and [`DEVICES`] the host has: looked at once per
+/// process, not for every step (a score of system calls each).
+struct Host {
+    entries: Vec<(&'static str, HostEntry)>,
+    devices: Vec<&'static str>,
+}
+
+enum HostEntry {
+    Link(PathBuf),
+    Dir,
+}
+
+impl Host {
+    fn get() -> Result<&'static Host, ExecError> {
+        static HOST: OnceLock<Host> = OnceLock::new();
+        if let Some(host) = HOST.get() {
+            return Ok(host);
+        }
+        let mut entries = Vec::new();
+        for entry in HOST_ENTRIES {
+            let path = Path::new("/").join(entry);
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    let target =
+                        fs::read_link(&path).map_err(|e| ExecError::io("cannot read", &path, e))?;
+                    entries.push((*entry, HostEntry::Link(target)));
+                }
+                Ok(m) if m.is_dir() => entries.push((*entry, HostEntry::Dir)),
+                _ => {}
+            }
+        }
+        let devices = DEVICES
+            .iter()
+            .copied()
+            .filter(|dev| Path::new("/dev").join(dev).exists())
+            .collect();
+        Ok(HOST.get_or_init(|| Host { entries, devices }))
+    }
+}
+
 /// How much of the host a step may use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Confinement {
@@ -222,19 +262,14 @@ impl Sandbox {
         self.root = Some(root.clone());
         let at = |p: &str| cpath(&root.join(p.trim_start_matches('/')));
         let mut ops = vec![Op::Tmpfs(cpath(&root)?, cstr("mode=0755")?)];
-        for entry in HOST_ENTRIES {
-            let host = Path::new("/").join(entry);
-            match fs::symlink_metadata(&host) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    let target =
-                        fs::read_link(&host).map_err(|e| ExecError::io("cannot read", &host, e))?;
-                    ops.push(Op::Symlink(cpath(&target)?, at(entry)?));
-                }
-                Ok(m) if m.is_dir() => {
+        let host = Host::get()?;
+        for (entry, seen) in &host.entries {
+            match seen {
+                HostEntry::Link(target) => ops.push(Op::Symlink(cpath(target)?, at(entry)?)),
+                HostEntry::Dir => {
                     ops.push(Op::Mkdir(at(entry)?));
-                    ops.push(bind(&host, &root.join(entry), true)?);
+                    ops.push(bind(&Path::new("/").join(entry), &root.join(entry), true)?);
                 }
-                _ => {}
             }
         }
         for file in ["passwd", "group"] {
@@ -245,12 +280,13 @@ impl Sandbox {
         ops.push(Op::Tmpfs(at("tmp")?, cstr("mode=1777")?));
         ops.push(Op::Mkdir(at("dev")?));
         ops.push(Op::Tmpfs(at("dev")?, cstr("mode=0755")?));
-        for dev in DEVICES {
-            let host = Path::new("/dev").join(dev);
-            if host.exists() {
-                ops.push(Op::Touch(at(&format!("dev/{dev}"))?));
-                ops.push(bind(&host, &root.join("dev").join(dev), false)?);
-            }
+        for dev in &host.devices {
+            ops.push(Op::Touch(at(&format!("dev/{dev}"))?));
+            ops.push(bind(
+                &Path::new("/dev").join(dev),
+                &root.join("dev").join(dev),
+                false,
+            )?);
         }
         for (link, target) in [
             ("fd", "/proc/self/fd"),
