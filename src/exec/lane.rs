@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once};
 
 use super::cgroup::Cgroup;
+use super::process::Process;
 use super::sandbox::{loopback_up, Entry};
 use super::ExecError;
 
@@ -43,7 +44,7 @@ pub struct Launch {
 
 #[derive(serde::Serialize, serde::Deserialize)]
 enum Reply {
-    /// The step's waiting process runs, with this pid.
+    /// The step's PID 1 runs, with this pid.
     Started(u32),
     /// It could not be started: what failed, and the system's error.
     Refused {
@@ -62,17 +63,21 @@ pub struct Ran {
 }
 
 impl Launch {
-    fn command(self) -> Result<Command, ExecError> {
+    /// Starts the step, its stdout and stderr to its log.
+    fn start(self) -> Result<Process, ExecError> {
         let log =
             File::create(&self.log).map_err(|e| ExecError::io("cannot create", &self.log, e))?;
         let log_err = log
             .try_clone()
             .map_err(|e| ExecError::io("cannot open", &self.log, e))?;
-        let mut cmd = Command::new(&self.program);
-        cmd.stdin(Stdio::null()).stdout(log).stderr(log_err);
-        self.entry
-            .install(&mut cmd, &self.program, &self.args, &self.env)?;
-        Ok(cmd)
+        let null = Path::new("/dev/null");
+        let stdin = File::open(null).map_err(|e| ExecError::io("cannot open", null, e))?;
+        self.entry.start(
+            &self.program,
+            &self.args,
+            &self.env,
+            [stdin, log, log_err].map(OwnedFd::from),
+        )
     }
 }
 
@@ -94,7 +99,7 @@ pub fn close_all() {
 }
 
 /// Runs `launch` to its end within `memory` bytes; `started` is given the pid
-/// of the step's waiting process once it runs.
+/// of the step's PID 1 once it runs.
 pub fn run<W>(
     mut launch: Launch,
     memory: u64,
@@ -142,12 +147,9 @@ fn run_here<W>(
     let cgroup = Cgroup::create(memory);
     launch.entry.cgroup = cgroup.as_ref().map(|c| c.procs().to_owned());
     let program = PathBuf::from(&launch.program);
-    let mut child = launch
-        .command()?
-        .spawn()
-        .map_err(|e| ExecError::io("cannot start", &program, e))?;
-    let watched = started(child.id());
-    let status = child
+    let process = launch.start()?;
+    let watched = started(process.id());
+    let status = process
         .wait()
         .map_err(|e| ExecError::io("cannot wait for", &program, e))?;
     let oom_killed = cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
@@ -242,7 +244,7 @@ impl Lane {
             .is_some_and(|c| c.oom_kills() > self.kills)
     }
 
-    /// Hands the step to the launcher: its waiting process's pid, or why it
+    /// Hands the step to the launcher: its PID 1's pid, or why it
     /// could not start; an outer error is the launcher's own.
     fn start(&mut self, launch: &Launch) -> io::Result<Result<u32, ExecError>> {
         let request = postcard::to_stdvec(launch).map_err(io::Error::other)?;
@@ -333,15 +335,15 @@ pub fn serve() -> i32 {
     // Waiting processes whose step ended, still tearing down its namespaces or
     // not yet reaped: bake may signal a step's pid until it has read the end,
     // and sends nothing before that.
-    let mut ending: Vec<Child> = Vec::new();
+    let mut ending: Vec<Process> = Vec::new();
     loop {
         let message = read_message(&mut input);
-        ending.retain_mut(|child| matches!(child.try_wait(), Ok(None)));
+        ending.retain(|process| !process.try_reap());
         let bytes = match message {
             Ok(Some(bytes)) => bytes,
             Ok(None) | Err(_) => {
-                for mut child in ending {
-                    let _ = child.wait();
+                for process in ending {
+                    let _ = process.wait();
                 }
                 return i32::from(message.is_err());
             }
@@ -351,21 +353,8 @@ pub fn serve() -> i32 {
         };
         launch.entry.oom_score_adj = original.clone();
         let lent = networks.lend(&mut launch.entry);
-        // Without the pipe the end comes from the waiting process's exit.
-        let report = match launch.entry.reports_early() {
-            true => pipe().ok().map(|(read, write)| {
-                launch.entry.report = Some(write);
-                File::from(read)
-            }),
-            false => None,
-        };
-        let program = launch.program.clone();
-        let started = launch.command().and_then(|mut cmd| {
-            cmd.spawn()
-                .map_err(|e| ExecError::io("cannot start", Path::new(&program), e))
-        });
-        let mut child = match started {
-            Ok(child) => child,
+        let mut process = match launch.start() {
+            Ok(process) => process,
             Err(e) => {
                 if answer(&mut output, &refused(e)).is_err() {
                     return 1;
@@ -373,17 +362,18 @@ pub fn serve() -> i32 {
                 continue;
             }
         };
-        if answer(&mut output, &Reply::Started(child.id())).is_err() {
-            stop(&mut child);
+        if answer(&mut output, &Reply::Started(process.id())).is_err() {
+            process.stop();
             return 1;
         }
         networks.make_ahead(&lent);
-        let status = wait_or_hang_up(&mut child, &input, report);
-        ending.push(child);
+        let status = wait_or_hang_up(&process, &input);
         if answer(&mut output, &Reply::Ended(status)).is_err() {
             return 1;
         }
         // While bake takes in the step's outputs.
+        process.release_mounts();
+        ending.push(process);
         networks.take_back(lent);
     }
 }
@@ -481,16 +471,6 @@ fn none_in_use(sockstat: &str) -> bool {
 }
 
 /// A close-on-exec pipe: (read end, write end).
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array it is given.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both are new descriptors owned by nothing else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 /// A start that failed, as bake is told of it.
 fn refused(e: ExecError) -> Reply {
     match e {
@@ -541,81 +521,28 @@ fn answer(output: &mut File, reply: &Reply) -> io::Result<()> {
 }
 
 /// Waits for the step; if bake goes away meanwhile (the launcher's stdin
-/// closes), stops it first. Returns its raw wait status, from `report` when
-/// the waiting process writes it there, leaving the process unreaped.
-fn wait_or_hang_up(child: &mut Child, input: &File, mut report: Option<File>) -> i32 {
-    let pid = child.id() as libc::pid_t;
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as libc::c_int;
-    if pidfd >= 0 {
-        // SAFETY: a new descriptor, owned by nothing else.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-        let mut fds = [
-            input.as_raw_fd(),
-            pidfd.as_raw_fd(),
-            report.as_ref().map_or(-1, |r| r.as_raw_fd()),
-        ]
-        .map(|fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        loop {
-            // SAFETY: poll writes only the revents of the entries it is given.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            if n > 0 && fds[2].revents != 0 {
-                let mut status = [0u8; 4];
-                if let Some(Ok(())) = report.as_mut().map(|r| r.read_exact(&mut status)) {
-                    return i32::from_ne_bytes(status);
-                }
-                // It ended without a word: its own status says how.
-                fds[2].fd = -1;
-                continue;
-            }
-            if n > 0 && fds[1].revents == 0 && fds[0].revents != 0 {
-                // Bake sends nothing while a step runs: this is its end. Then
-                // the step's own end is waited for as before.
-                stop(child);
-                fds[0].fd = -1;
-                continue;
-            }
-            break;
-        }
-    }
+/// closes), stops it first. Returns its raw wait status, leaving the process
+/// unreaped.
+fn wait_or_hang_up(process: &Process, input: &File) -> i32 {
+    let mut fds = [input.as_raw_fd(), process.pidfd().as_raw_fd()].map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
     loop {
-        // SAFETY: a siginfo_t is plain data, valid zeroed.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: waitid writes only the siginfo it is given.
-        let r = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if r == 0 {
-            // SAFETY: waitid filled in a child's status.
-            let status = unsafe { info.si_status() };
-            return match info.si_code {
-                libc::CLD_EXITED => (status & 0xff) << 8,
-                libc::CLD_DUMPED => status | 0x80,
-                _ => status,
-            };
+        // SAFETY: poll writes only the revents of the entries it is given.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
         }
-        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return child.wait().map_or(0x7f00, |s| s.into_raw());
+        if n > 0 && fds[1].revents == 0 && fds[0].revents != 0 {
+            // Bake sends nothing while a step runs: this is its end. Then the
+            // step's own end is waited for as before.
+            process.stop();
+            fds[0].fd = -1;
+            continue;
         }
+        break;
     }
-}
-
-/// Asks the step's waiting process to stop the whole step.
-fn stop(child: &mut Child) {
-    // SAFETY: kill has no memory preconditions; the child is not yet reaped.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
+    process.status().map_or(0x7f00, |s| s.into_raw())
 }

@@ -3,6 +3,7 @@
 
 mod cgroup;
 mod lane;
+mod process;
 mod sandbox;
 mod vfork;
 mod watch;

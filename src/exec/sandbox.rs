@@ -10,12 +10,12 @@
 //! recipe) keeps root and the host's file system, but still gets the namespaces,
 //! so everything it starts dies with it and it sees no network but loopback.
 //!
-//! The step's shell is PID 1 of its namespace: when it ends, the kernel kills
-//! whatever it left behind. Between bake and it sits one waiting process (which
-//! starts it without a fork's copy of its memory, see `vfork`), which turns a
-//! SIGTERM (a timeout, an interrupt, bake's own death) into a SIGKILL of
-//! the whole namespace and exits only once it is gone; for a confined step it
-//! tells the end as soon as the step's last process is gone, before that.
+//! The step's shell is PID 1 of its namespaces, started straight into them by
+//! its launcher (or bake) without a fork's copy of its memory (see `vfork`):
+//! when it ends, the kernel kills whatever it left behind, and a SIGKILL of it
+//! (a timeout, an interrupt, bake's own death) is a SIGKILL of the whole step.
+//! A confined step's end is told as soon as PID 1 is gone, its mounts torn
+//! down after (see `process`); a privileged step's once they are.
 
 use std::ffi::{CStr, CString};
 use std::fs;
@@ -25,9 +25,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
 
+use super::process::Process;
 use super::vfork::Exec;
 use super::{ExecError, Step, BUILD_DIR};
 use crate::variation::StepSettings;
@@ -421,7 +421,6 @@ impl Sandbox {
             cgroup: None,
             oom_score_adj: None,
             network: None,
-            report: None,
         })
     }
 }
@@ -453,10 +452,6 @@ pub struct Entry {
     /// left clean by the step before, which it joins rather than make its own.
     #[serde(skip)]
     pub network: Option<OwnedFd>,
-    /// Where the waiting process writes the step's wait status as soon as the
-    /// step's last process is gone, before its namespaces are torn down.
-    #[serde(skip)]
-    pub report: Option<OwnedFd>,
 }
 
 impl Entry {
@@ -476,24 +471,17 @@ impl Entry {
         self.takes_network() && self.become_builder
     }
 
-    /// Whether the step's end may be told before its namespaces are gone: a
-    /// confined step can mount nothing, so the teardown writes nothing of its
-    /// (a privileged step's own mounts, a loop device's file system, are only
-    /// flushed then).
-    pub fn reports_early(&self) -> bool {
-        self.isolated && self.confined
-    }
-
-    /// Arranges for `cmd` (made for `program`, with its stdio set) to run
-    /// `program` with `args` and `env` in the sandbox. In namespaces of its
-    /// own, the step is started by the waiting process, not by `cmd`.
-    pub fn install(
+    /// Starts `program` with `args` and `env` in the sandbox, its stdin, stdout
+    /// and stderr on `stdio`. In namespaces of its own, the process returned is
+    /// PID 1 there, started without a copy of this process's memory
+    /// (`vfork`); its end is its whole namespace's.
+    pub fn start(
         self,
-        cmd: &mut Command,
         program: &str,
         args: &[String],
         env: &[(String, String)],
-    ) -> Result<(), ExecError> {
+        stdio: [OwnedFd; 3],
+    ) -> Result<Process, ExecError> {
         let Entry {
             isolated,
             flags,
@@ -511,13 +499,18 @@ impl Entry {
             cgroup,
             oom_score_adj,
             network,
-            report,
         } = self;
+        let started = |e| ExecError::io("cannot start", Path::new(program), e);
         let oom_score_adj = oom_score_adj.map(|value| (c"/proc/self/oom_score_adj", value));
         if !isolated {
+            let [stdin, stdout, stderr] = stdio;
+            let mut cmd = Command::new(program);
             cmd.args(args)
                 .env_clear()
-                .envs(env.iter().map(|(k, v)| (k, v)));
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .stdin(stdin)
+                .stdout(stdout)
+                .stderr(stderr);
             // SAFETY: only async-signal-safe calls on memory prepared before fork.
             unsafe {
                 cmd.pre_exec(move || {
@@ -533,7 +526,8 @@ impl Entry {
                     check(libc::chdir(cwd.as_ptr()))
                 });
             }
-            return Ok(());
+            let child = cmd.spawn().map_err(started)?;
+            return Process::new(child.id() as libc::pid_t, false).map_err(started);
         }
         let flags = match &network {
             Some(_) => flags & !libc::CLONE_NEWNET,
@@ -547,136 +541,88 @@ impl Entry {
             cstr("/proc/self/uid_map")?,
             cstr("/proc/self/gid_map")?,
         ];
-        // SAFETY: only system calls, on memory prepared before fork; the waiting
-        // process never returns into Rust.
-        unsafe {
-            cmd.pre_exec(move || {
+        // SAFETY: only system calls, on memory prepared before the clone.
+        let pid = unsafe {
+            exec.spawn(flags, &mut || {
+                for (fd, to) in stdio.iter().zip(0..) {
+                    let fd = fd.as_raw_fd();
+                    let kept = match fd == to {
+                        true => libc::fcntl(fd, libc::F_SETFD, 0),
+                        false => libc::dup2(fd, to) - to,
+                    };
+                    check(kept)?;
+                }
                 libc::umask(0o022);
                 libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0);
                 settings.enter();
-                // Bake (or its launcher) gone: the waiting process stops the step.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                libc::signal(libc::SIGINT, libc::SIG_IGN);
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
                 reset_oom_score(oom_score_adj.as_ref());
                 join_cgroup(cgroup.as_deref())?;
                 if let Some(net) = &network {
                     check(libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET))?;
                 }
-                check(libc::unshare(flags))?;
                 if let Some((uid_map, gid_map)) = &maps {
                     write_file(&files[0], b"deny")?;
                     write_file(&files[1], uid_map)?;
                     write_file(&files[2], gid_map)?;
                 }
-                // PID 1 of the step's namespace, in this process's memory until
-                // it execs.
-                let pid = exec.spawn(&mut || {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    libc::signal(libc::SIGINT, libc::SIG_DFL);
-                    libc::setsid();
-                    libc::sethostname(hostname.as_ptr().cast(), hostname.len());
-                    libc::setdomainname(domainname.as_ptr().cast(), domainname.len());
-                    let none = std::ptr::null();
-                    check(libc::mount(
-                        none,
-                        c"/".as_ptr(),
-                        none,
-                        libc::MS_REC | libc::MS_PRIVATE,
-                        std::ptr::null(),
-                    ))?;
-                    loopback_up();
-                    match &root {
-                        Some(root) => {
-                            for op in &ops {
-                                run_op(op)?;
-                            }
-                            check(libc::chdir(root.as_ptr()))?;
-                            check(
-                                libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr())
-                                    as i32,
-                            )?;
-                            check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
+                libc::setsid();
+                libc::sethostname(hostname.as_ptr().cast(), hostname.len());
+                libc::setdomainname(domainname.as_ptr().cast(), domainname.len());
+                let none = std::ptr::null();
+                check(libc::mount(
+                    none,
+                    c"/".as_ptr(),
+                    none,
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ))?;
+                loopback_up();
+                match &root {
+                    Some(root) => {
+                        for op in &ops {
+                            run_op(op)?;
                         }
-                        None => {
-                            for op in &privileged_binds {
-                                run_op(op)?;
-                            }
-                            // Its own processes in /proc, not the host's; and its own /run,
-                            // so what it leaves there (network namespaces, containers'
-                            // state) goes with it.
-                            run_op(&own_proc)?;
-                            run_op(&own_run)?;
+                        check(libc::chdir(root.as_ptr()))?;
+                        check(
+                            libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr())
+                                as i32,
+                        )?;
+                        check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
+                    }
+                    None => {
+                        for op in &privileged_binds {
+                            run_op(op)?;
                         }
+                        // Its own processes in /proc, not the host's; and its own /run,
+                        // so what it leaves there (network namespaces, containers'
+                        // state) goes with it.
+                        run_op(&own_proc)?;
+                        run_op(&own_run)?;
                     }
-                    check(libc::chdir(cwd.as_ptr()))?;
-                    if become_builder {
-                        let id = builder;
-                        check(libc::setgroups(0, std::ptr::null()))?;
-                        check(libc::setresgid(id, id, id))?;
-                        check(libc::setresuid(id, id, id))?;
-                    }
-                    if confined {
-                        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
-                    }
-                    Ok(())
-                })?;
-                wait_for_step(pid, report.as_ref().map_or(-1, |fd| fd.as_raw_fd()))
-            });
+                }
+                check(libc::chdir(cwd.as_ptr()))?;
+                if become_builder {
+                    let id = builder;
+                    check(libc::setgroups(0, std::ptr::null()))?;
+                    check(libc::setresgid(id, id, id))?;
+                    check(libc::setresuid(id, id, id))?;
+                }
+                if confined {
+                    check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+                }
+                // Bake (or its launcher) gone, the step goes. Last: a change of
+                // credentials clears it.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            })
         }
-        Ok(())
+        .map_err(started)?;
+        // A confined step mounts nothing of its own, so its end may be told
+        // before its mounts are gone; a privileged step's (a loop device's file
+        // system) are flushed only then.
+        Process::new(pid, confined).map_err(started)
     }
-}
-
-/// The step's process id, for the waiting process's signal handler.
-static STEP: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn kill_step(_: libc::c_int) {
-    let pid = STEP.load(Ordering::Relaxed);
-    if pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-        }
-    }
-}
-
-/// The waiting process: relays a SIGTERM as a SIGKILL of the step's namespace,
-/// and ends as the step ended, once the whole namespace is gone. Given a
-/// `report` descriptor, it writes the step's wait status there first.
-unsafe fn wait_for_step(pid: libc::pid_t, report: libc::c_int) -> ! {
-    STEP.store(pid, Ordering::Relaxed);
-    // Bake's spawn returns once every copy of its exec-status pipe is closed:
-    // this process never execs, so it lets go of every descriptor it does not
-    // need, and bake learns the step started as soon as it has.
-    // The report is kept as descriptor 3; without it the launcher learns the
-    // end from this process's own exit.
-    let report = report >= 0 && (report == 3 || libc::dup2(report, 3) == 3);
-    let first_closed = if report { 4u32 } else { 3 };
-    libc::syscall(libc::SYS_close_range, first_closed, u32::MAX, 0u32);
-    let mut action: libc::sigaction = std::mem::zeroed();
-    action.sa_sigaction = kill_step as *const () as usize;
-    libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
-    let mut status = 0;
-    loop {
-        let r = libc::waitpid(pid, &mut status, 0);
-        if r == pid {
-            break;
-        }
-        if r < 0 && *libc::__errno_location() != libc::EINTR {
-            libc::_exit(127);
-        }
-    }
-    // When the step's PID 1 is reaped, the kernel has killed and reaped every
-    // other process of its namespace: what the step wrote is complete.
-    if report {
-        libc::write(3, (&status as *const libc::c_int).cast(), 4);
-    }
-    if libc::WIFSIGNALED(status) {
-        let sig = libc::WTERMSIG(status);
-        libc::signal(sig, libc::SIG_DFL);
-        libc::kill(libc::getpid(), sig);
-    }
-    libc::_exit(libc::WEXITSTATUS(status))
 }
 
 unsafe fn run_op(op: &Op) -> io::Result<()> {

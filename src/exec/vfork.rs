@@ -1,7 +1,7 @@
 //! Starting a process that shares its parent's memory until it execs
 //! (`clone(CLONE_VM | CLONE_VFORK)`, as `posix_spawn` does): no page table is
-//! copied and none is torn down at the exec, which a fork of the waiting
-//! process paid for on every step.
+//! copied and none is torn down at the exec, which a fork paid for on every
+//! step.
 
 use std::ffi::{c_char, c_void, CString};
 use std::io;
@@ -69,15 +69,17 @@ impl Exec {
         })
     }
 
-    /// Starts a process that runs `prepare`, then execs the program; this
-    /// process is stopped until it has. Returns its pid, or the error
-    /// `prepare` or the exec returned (the process then reaped).
+    /// Starts a process, in the new namespaces `namespaces` (`CLONE_NEW*`
+    /// flags), that runs `prepare`, then execs the program; this process is
+    /// stopped until it has. Returns its pid, or the error `prepare` or the
+    /// exec returned (the process then reaped).
     ///
     /// # Safety
     /// `prepare` runs in this process's memory, on its own stack: it may only
     /// make system calls on memory prepared before, as between fork and exec.
     pub unsafe fn spawn(
         &mut self,
+        namespaces: libc::c_int,
         prepare: &mut dyn FnMut() -> io::Result<()>,
     ) -> io::Result<libc::pid_t> {
         let mut call = Call {
@@ -92,7 +94,7 @@ impl Exec {
         let pid = libc::clone(
             run,
             top as *mut c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            namespaces | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             (&mut call as *mut Call).cast(),
         );
         if pid < 0 {
@@ -165,12 +167,12 @@ mod tests {
             &["-c", "test \"$1 $ANSWER\" = \"x 42\"", "sh", "x"],
         );
         // SAFETY: the closure makes no call at all.
-        let pid = unsafe { e.spawn(&mut || Ok(())) }.expect("spawned");
+        let pid = unsafe { e.spawn(0, &mut || Ok(())) }.expect("spawned");
         let status = wait(pid);
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
         let mut e = exec("/bin/sh", &["-c", "test \"$ANSWER\" = 41"]);
         // SAFETY: as above.
-        let pid = unsafe { e.spawn(&mut || Ok(())) }.expect("spawned");
+        let pid = unsafe { e.spawn(0, &mut || Ok(())) }.expect("spawned");
         assert_eq!(libc::WEXITSTATUS(wait(pid)), 1);
     }
 
@@ -178,12 +180,12 @@ mod tests {
     fn a_failure_before_or_at_the_exec_is_returned() {
         let mut e = exec("/bin/true", &[]);
         // SAFETY: the closure makes no call at all.
-        let err = unsafe { e.spawn(&mut || Err(io::Error::from_raw_os_error(libc::EPERM))) }
+        let err = unsafe { e.spawn(0, &mut || Err(io::Error::from_raw_os_error(libc::EPERM))) }
             .expect_err("prepare failed");
         assert_eq!(err.raw_os_error(), Some(libc::EPERM));
         let mut e = exec("/nonexistent/program", &[]);
         // SAFETY: as above.
-        let err = unsafe { e.spawn(&mut || Ok(())) }.expect_err("no such program");
+        let err = unsafe { e.spawn(0, &mut || Ok(())) }.expect_err("no such program");
         assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
     }
 

@@ -40,8 +40,8 @@ pub struct Watched {
     id: u64,
 }
 
-/// Watches process `pid` (the step's waiting process, which relays a SIGTERM to
-/// the whole step) for `limit`.
+/// Watches process `pid` (the step's PID 1, whose end takes the whole step
+/// with it) for `limit`.
 pub fn watch(pid: u32, limit: Duration) -> Watched {
     let r = running();
     let mut guard = r.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -102,13 +102,10 @@ pub fn kill_all() {
 }
 
 fn stop(pid: u32) {
+    // The process is our child, or a lane launcher's, which reaps it only once
+    // bake has read its end: the pid is still its own.
     if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill has no memory preconditions. The process is our child, or
-        // a lane launcher's, which reaps it only once bake has read its end: the
-        // pid is still its own.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
+        super::process::stop(pid);
     }
 }
 
