@@ -19,7 +19,8 @@ struct Variant {
     root: bool,
     vfork: bool,
     /// Between the launcher and the step, a waiting process that unshares and
-    /// then starts the step (as bake's sandbox does).
+    /// then starts the step (as bake's sandbox did before its launcher started
+    /// PID 1 itself).
     waiter: bool,
 }
 
@@ -302,7 +303,7 @@ fn main() {
             false,
         ),
         v(
-            "+ a step's root (25 mounts), vfork",
+            "+ a step's root (25 mounts), vfork (bake)",
             true,
             true,
             true,
@@ -316,7 +317,7 @@ fn main() {
             true,
         ),
         v(
-            "+ a step's root, waiting process, vfork (bake)",
+            "+ a step's root, waiting process, vfork (bake before)",
             true,
             true,
             true,
