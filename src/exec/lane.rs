@@ -332,9 +332,8 @@ pub fn serve() -> i32 {
     // SAFETY: fds 0 and 1 are the pipes bake made, owned by nothing else here.
     let (mut input, mut output) = unsafe { (File::from_raw_fd(0), File::from_raw_fd(1)) };
     let mut networks = Networks::default();
-    // Waiting processes whose step ended, still tearing down its namespaces or
-    // not yet reaped: bake may signal a step's pid until it has read the end,
-    // and sends nothing before that.
+    // Steps whose PID 1 ended, not yet reaped: bake may signal a step's pid
+    // until it has read the end, and sends nothing before that.
     let mut ending: Vec<Process> = Vec::new();
     loop {
         let message = read_message(&mut input);
@@ -470,7 +469,6 @@ fn none_in_use(sockstat: &str) -> bool {
         && words.contains(&"inuse")
 }
 
-/// A close-on-exec pipe: (read end, write end).
 /// A start that failed, as bake is told of it.
 fn refused(e: ExecError) -> Reply {
     match e {
