@@ -834,3 +834,41 @@ build "which" {
         "the toolchain cc\n"
     );
 }
+
+#[test]
+fn a_step_starts_with_the_default_signals_and_huge_pages() {
+    let p = Project::new();
+    p.write(
+        "r.kdl",
+        "build \"sig\" {\n    script \"grep -E '^(SigIgn|SigBlk|THP_enabled)' /proc/self/status > $out/status; (yes | head -n 1) > $out/yes 2> $out/err\"\n}\n",
+    );
+    let (code, out) = p.build("r.kdl", &[]);
+    assert_eq!(code, 0, "{out}");
+    let status = output_file(&out, "sig", "status");
+    let field = |name: &str| {
+        let line = status.lines().find(|l| l.starts_with(name));
+        let value = line.and_then(|l| l.split_whitespace().nth(1));
+        value
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+            .to_string()
+    };
+    let ignored = u64::from_str_radix(&field("SigIgn:"), 16).unwrap();
+    // Bake ignores SIGPIPE (Rust's runtime) and its launchers SIGINT; bake
+    // handles SIGINT and SIGTERM: a step gets each at its default.
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGPIPE] {
+        assert_eq!(
+            ignored & (1 << (sig - 1)),
+            0,
+            "signal {sig} ignored: {status}"
+        );
+    }
+    assert_eq!(
+        u64::from_str_radix(&field("SigBlk:"), 16).unwrap(),
+        0,
+        "{status}"
+    );
+    assert_eq!(field("THP_enabled:"), "1", "{status}");
+    // With SIGPIPE at its default, `yes` ends quietly when `head` stops reading.
+    assert_eq!(output_file(&out, "sig", "yes"), "y\n");
+    assert_eq!(output_file(&out, "sig", "err"), "", "yes saw a broken pipe");
+}

@@ -23,10 +23,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once};
+use std::time::Duration;
 
 use super::cgroup::Cgroup;
 use super::process::Process;
 use super::sandbox::{loopback_up, Entry};
+use super::watch::{self, Ended};
 use super::ExecError;
 
 /// The hidden first argument that makes `bake` a launcher.
@@ -98,22 +100,20 @@ pub fn close_all() {
     drop(lanes);
 }
 
-/// Runs `launch` to its end within `memory` bytes; `started` is given the pid
-/// of the step's PID 1 once it runs.
-pub fn run<W>(
-    mut launch: Launch,
-    memory: u64,
-    started: impl FnOnce(u32) -> W,
-) -> Result<(Ran, W), ExecError> {
+/// Runs `launch` to its end within `memory` bytes and `time`; how it ended. The
+/// step is watched (for its time, and an interrupt) until its end is known and
+/// before its pid can be reaped, so that a stop never reaches another process.
+pub fn run(mut launch: Launch, memory: u64, time: Duration) -> Result<(Ran, Ended), ExecError> {
     let mut lane = match take(memory) {
         Some(lane) => lane,
-        None => return run_here(launch, memory, started),
+        None => return run_here(launch, memory, time),
     };
     let own = lane.limit_to(memory, &mut launch);
     match lane.start(&launch) {
         Ok(Ok(pid)) => {
-            let watched = started(pid);
+            let watched = watch::watch(pid, time);
             let lane_ended = lane.wait();
+            let ended = watched.finish();
             let status = lane_ended.map_err(|e| ExecError::Io {
                 what: "the lane's launcher failed while the step ran".into(),
                 source: e,
@@ -123,7 +123,7 @@ pub fn run<W>(
                 None => lane.oom_kills_since_start(),
             };
             put_back(lane);
-            Ok((Ran { status, oom_killed }, watched))
+            Ok((Ran { status, oom_killed }, ended))
         }
         Ok(Err(refused)) => {
             put_back(lane);
@@ -133,27 +133,24 @@ pub fn run<W>(
             fall_back(&format!("a lane's launcher failed ({e})"));
             drop(own);
             launch.entry.cgroup = None;
-            run_here(launch, memory, started)
+            run_here(launch, memory, time)
         }
     }
 }
 
 /// Starts and waits for the step from this process, in a cgroup of its own.
-fn run_here<W>(
-    mut launch: Launch,
-    memory: u64,
-    started: impl FnOnce(u32) -> W,
-) -> Result<(Ran, W), ExecError> {
+fn run_here(mut launch: Launch, memory: u64, time: Duration) -> Result<(Ran, Ended), ExecError> {
     let cgroup = Cgroup::create(memory);
     launch.entry.cgroup = cgroup.as_ref().map(|c| c.procs().to_owned());
     let program = PathBuf::from(&launch.program);
     let process = launch.start()?;
-    let watched = started(process.id());
-    let status = process
-        .wait()
-        .map_err(|e| ExecError::io("cannot wait for", &program, e))?;
+    let watched = watch::watch(process.id(), time);
+    let status = process.status();
+    let ended = watched.finish();
+    let _ = process.wait();
+    let status = status.map_err(|e| ExecError::io("cannot wait for", &program, e))?;
     let oom_killed = cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
-    Ok((Ran { status, oom_killed }, watched))
+    Ok((Ran { status, oom_killed }, ended))
 }
 
 fn take(memory: u64) -> Option<Lane> {
@@ -522,7 +519,11 @@ fn answer(output: &mut File, reply: &Reply) -> io::Result<()> {
 /// closes), stops it first. Returns its raw wait status, leaving the process
 /// unreaped.
 fn wait_or_hang_up(process: &Process, input: &File) -> i32 {
-    let mut fds = [input.as_raw_fd(), process.pidfd().as_raw_fd()].map(|fd| libc::pollfd {
+    // Without a pidfd (an old kernel), only the step's end is waited for.
+    let Some(pidfd) = process.pidfd() else {
+        return process.status().map_or(0x7f00, |s| s.into_raw());
+    };
+    let mut fds = [input.as_raw_fd(), pidfd.as_raw_fd()].map(|fd| libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,

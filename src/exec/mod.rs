@@ -289,10 +289,7 @@ pub fn run(step: &Step, work: &Path, log: &Path) -> Result<(), ExecError> {
             .map_err(|e| ExecError::io("cannot reorder the entries of", &src, e))?,
         None => None,
     };
-    let (ran, watched) = lane::run(launch, step.limits.memory, |pid| {
-        watch::watch(pid, step.limits.time)
-    })?;
-    let ended = watched.finish();
+    let (ran, ended) = lane::run(launch, step.limits.memory, step.limits.time)?;
     let status = ran.status;
     let tail = || tail(log, 20);
     match ended {

@@ -3,13 +3,14 @@
 //! so that its pid stays its own for as long as bake may signal it.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
 pub struct Process {
     pid: libc::pid_t,
-    pidfd: OwnedFd,
+    /// Readable once it has ended; none on a kernel without pidfds (before 5.3).
+    pidfd: Option<OwnedFd>,
     /// The step's mount namespace, kept past PID 1's exit: its teardown (an
     /// expedited RCU grace period for the mounts) then happens once the end
     /// has been told, not before.
@@ -19,23 +20,17 @@ pub struct Process {
 impl Process {
     /// Takes hold of `pid`, a child of this process not yet reaped; with
     /// `hold_mounts`, of its mount namespace too, where it can.
-    pub fn new(pid: libc::pid_t, hold_mounts: bool) -> io::Result<Process> {
+    pub fn new(pid: libc::pid_t, hold_mounts: bool) -> Process {
         // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as libc::c_int;
-        if fd < 0 {
-            let e = io::Error::last_os_error();
-            stop(pid);
-            reap(pid);
-            return Err(e);
-        }
         // SAFETY: a new descriptor, owned by nothing else.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let pidfd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) });
         // A step that is gone already leaves nothing to hold.
         let mounts = hold_mounts
             .then(|| std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok())
             .flatten()
             .map(OwnedFd::from);
-        Ok(Process { pid, pidfd, mounts })
+        Process { pid, pidfd, mounts }
     }
 
     pub fn id(&self) -> u32 {
@@ -43,8 +38,8 @@ impl Process {
     }
 
     /// Readable once the process has ended.
-    pub fn pidfd(&self) -> &OwnedFd {
-        &self.pidfd
+    pub fn pidfd(&self) -> Option<&OwnedFd> {
+        self.pidfd.as_ref()
     }
 
     /// Waits for its end and returns how it ended, leaving it unreaped.
@@ -55,8 +50,8 @@ impl Process {
             // SAFETY: waitid writes only the siginfo it is given.
             let r = unsafe {
                 libc::waitid(
-                    libc::P_PIDFD,
-                    self.pidfd.as_raw_fd() as libc::id_t,
+                    libc::P_PID,
+                    self.pid as libc::id_t,
                     &mut info,
                     libc::WEXITED | libc::WNOWAIT,
                 )

@@ -527,7 +527,7 @@ impl Entry {
                 });
             }
             let child = cmd.spawn().map_err(started)?;
-            return Process::new(child.id() as libc::pid_t, false).map_err(started);
+            return Ok(Process::new(child.id() as libc::pid_t, false));
         }
         let flags = match &network {
             Some(_) => flags & !libc::CLONE_NEWNET,
@@ -541,9 +541,30 @@ impl Entry {
             cstr("/proc/self/uid_map")?,
             cstr("/proc/self/gid_map")?,
         ];
-        // SAFETY: only system calls, on memory prepared before the clone.
-        let pid = unsafe {
+        // No signal reaches the new process before it has reset its handlers,
+        // which are this process's code on this process's memory (as
+        // `posix_spawn` does); it starts the step with none blocked.
+        // SAFETY: a sigset_t is plain data; the calls fill in what they are given.
+        let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+        let mut before: libc::sigset_t = unsafe { std::mem::zeroed() };
+        let mut unblocked: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: prctl with integer arguments only.
+        let thp_disabled = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) }.max(0);
+        unsafe {
+            libc::sigfillset(&mut all);
+            libc::sigemptyset(&mut unblocked);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut before);
+        }
+        // SAFETY: only system calls, on memory prepared before the clone. The
+        // set-ID calls are made raw: glibc's wrappers would reach for the
+        // threads of this process's memory, which the new process shares.
+        let spawned = unsafe {
             exec.spawn(flags, &mut || {
+                // Handled here (interrupts), or ignored (SIGPIPE, by Rust's
+                // runtime; SIGINT, by a launcher): the step gets the defaults.
+                for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGPIPE] {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
                 for (fd, to) in stdio.iter().zip(0..) {
                     let fd = fd.as_raw_fd();
                     let kept = match fd == to {
@@ -553,9 +574,7 @@ impl Entry {
                     check(kept)?;
                 }
                 libc::umask(0o022);
-                libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0);
                 settings.enter();
-                libc::signal(libc::SIGINT, libc::SIG_DFL);
                 reset_oom_score(oom_score_adj.as_ref());
                 join_cgroup(cgroup.as_deref())?;
                 if let Some(net) = &network {
@@ -604,24 +623,38 @@ impl Entry {
                 check(libc::chdir(cwd.as_ptr()))?;
                 if become_builder {
                     let id = builder;
-                    check(libc::setgroups(0, std::ptr::null()))?;
-                    check(libc::setresgid(id, id, id))?;
-                    check(libc::setresuid(id, id, id))?;
+                    let raw = |r: libc::c_long| check(r as libc::c_int);
+                    raw(libc::syscall(
+                        libc::SYS_setgroups,
+                        0,
+                        std::ptr::null::<libc::gid_t>(),
+                    ))?;
+                    raw(libc::syscall(libc::SYS_setresgid, id, id, id))?;
+                    raw(libc::syscall(libc::SYS_setresuid, id, id, id))?;
                 }
                 if confined {
                     check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
                 }
-                // Bake (or its launcher) gone, the step goes. Last: a change of
-                // credentials clears it.
+                // Bake (or its launcher) gone, the step goes. After the set-ID
+                // calls: a change of credentials clears it.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // Huge pages as on the host (the flag is the memory's, so this
+                // process's own too until the exec: set again below).
+                libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0);
+                libc::pthread_sigmask(libc::SIG_SETMASK, &unblocked, std::ptr::null_mut());
                 Ok(())
             })
+        };
+        // SAFETY: prctl with integer arguments; the mask saved above.
+        unsafe {
+            libc::prctl(libc::PR_SET_THP_DISABLE, thp_disabled, 0, 0, 0);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut());
         }
-        .map_err(started)?;
+        let pid = spawned.map_err(started)?;
         // A confined step mounts nothing of its own, so its end may be told
         // before its mounts are gone; a privileged step's (a loop device's file
         // system) are flushed only then.
-        Process::new(pid, confined).map_err(started)
+        Ok(Process::new(pid, confined))
     }
 }
 

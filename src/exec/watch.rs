@@ -103,7 +103,8 @@ pub fn kill_all() {
 
 fn stop(pid: u32) {
     // The process is our child, or a lane launcher's, which reaps it only once
-    // bake has read its end: the pid is still its own.
+    // bake has read its end, and bake stops watching before (`lane::run`):
+    // the pid is still its own.
     if let Ok(pid) = libc::pid_t::try_from(pid) {
         super::process::stop(pid);
     }
