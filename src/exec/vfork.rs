@@ -5,13 +5,16 @@
 
 use std::ffi::{c_char, c_void, CString};
 use std::io;
-use std::mem::MaybeUninit;
 
 use super::ExecError;
 
 /// The stack the new process runs on until it execs: what it does there is a
 /// few system calls.
 const STACK: usize = 64 << 10;
+
+/// Below the stack, a page the new process cannot touch: an overflow there
+/// would otherwise write over this process's memory, which it shares.
+const GUARD: usize = 4 << 10;
 
 /// A program, its arguments and its environment, laid out for `execve` before
 /// the fork, as nothing may allocate after it.
@@ -22,11 +25,56 @@ pub struct Exec {
     /// What `argv` and `envp` point into; a `CString`'s bytes stay where they
     /// are when it moves.
     _strings: Vec<CString>,
-    stack: Vec<MaybeUninit<u8>>,
+    stack: Stack,
 }
 
-// SAFETY: the pointers point into `_strings`, owned by the same value and never
-// changed after it is made.
+/// `GUARD` bytes of no access, then `STACK` bytes of stack, mapped for one
+/// process's start.
+struct Stack {
+    base: *mut c_void,
+}
+
+impl Stack {
+    fn new() -> io::Result<Stack> {
+        // SAFETY: a new anonymous mapping; nothing else refers to it.
+        unsafe {
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                GUARD + STACK,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            );
+            if base == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            let stack = Stack { base };
+            if libc::mprotect(base, GUARD, libc::PROT_NONE) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(stack)
+        }
+    }
+
+    /// Where the stack starts: it grows down from the end, 16-byte aligned.
+    fn top(&self) -> *mut c_void {
+        (self.base as usize + GUARD + STACK) as *mut c_void
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping `new` made, used by no process any more: the one
+        // started on it has exec'd or exited before `spawn` returned.
+        unsafe {
+            libc::munmap(self.base, GUARD + STACK);
+        }
+    }
+}
+
+// SAFETY: the pointers point into `_strings` and `stack`'s mapping, owned by the
+// same value and never changed after it is made.
 unsafe impl Send for Exec {}
 // SAFETY: as above; nothing is written through them.
 unsafe impl Sync for Exec {}
@@ -65,7 +113,10 @@ impl Exec {
             argv: ptrs(&strings[..argc]),
             envp: ptrs(&strings[argc..]),
             _strings: strings,
-            stack: Vec::with_capacity(STACK),
+            stack: Stack::new().map_err(|e| ExecError::Io {
+                what: "cannot map a stack for the step's start".into(),
+                source: e,
+            })?,
         })
     }
 
@@ -89,11 +140,10 @@ impl Exec {
             envp: self.envp.as_ptr(),
             failed: None,
         };
-        // The stack grows down from the end of the buffer, 16-byte aligned.
-        let top = self.stack.as_mut_ptr().add(self.stack.capacity()) as usize & !15;
+        let top = self.stack.top();
         let pid = libc::clone(
             run,
-            top as *mut c_void,
+            top,
             namespaces | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             (&mut call as *mut Call).cast(),
         );
@@ -187,6 +237,42 @@ mod tests {
         // SAFETY: as above.
         let err = unsafe { e.spawn(0, &mut || Ok(())) }.expect_err("no such program");
         assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    }
+
+    /// How deep `deep` got, written by the new process into the memory it
+    /// shares with the test.
+    static DEPTH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    /// 4 KiB a frame, as deep as it is let (4 GiB at most).
+    fn deep(n: u64) -> u64 {
+        DEPTH.store(n, std::sync::atomic::Ordering::Relaxed);
+        let frame = std::hint::black_box([n; 512]);
+        match n {
+            1_000_000.. => 0,
+            _ => deep(n + 1) + frame[7],
+        }
+    }
+
+    #[test]
+    fn an_overflow_before_the_exec_stops_at_the_guard_page() {
+        let mut e = exec("/bin/true", &[]);
+        // SAFETY: the closure only recurses until it faults on the guard page.
+        let pid = unsafe {
+            e.spawn(0, &mut || {
+                std::hint::black_box(deep(0));
+                Ok(())
+            })
+        }
+        .expect("started");
+        let status = wait(pid);
+        assert!(libc::WIFSIGNALED(status), "status {status}");
+        // 64 KiB hold about 16 such frames; past them it would write over
+        // whatever this process has below its stack.
+        let depth = DEPTH.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            depth > 4 && depth <= (STACK / 4096) as u64,
+            "{depth} frames"
+        );
     }
 
     #[test]
