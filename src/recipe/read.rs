@@ -300,7 +300,11 @@ impl Reader<'_> {
         if self.at(b"\"\"\"") {
             self.pos += 3;
             let close = [b"\"\"\"".as_slice(), &self.b[open..open + hashes]].concat();
-            return self.multi_line(&close, true).map(Token::String);
+            // The crate refuses a raw string that is one quote, multi-line too.
+            return self
+                .multi_line(&close, true)
+                .filter(|body| body != "\"")
+                .map(Token::String);
         }
         if self.peek() == Some(b'"') {
             self.pos += 1;
