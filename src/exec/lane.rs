@@ -147,7 +147,7 @@ fn run_here(mut launch: Launch, memory: u64, time: Duration) -> Result<(Ran, End
     let watched = watch::watch(process.id(), time);
     let status = process.status();
     let ended = watched.finish();
-    let _ = process.wait();
+    process.reap();
     let status = status.map_err(|e| ExecError::io("cannot wait for", &program, e))?;
     let oom_killed = cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
     Ok((Ran { status, oom_killed }, ended))
@@ -339,7 +339,7 @@ pub fn serve() -> i32 {
             Ok(Some(bytes)) => bytes,
             Ok(None) | Err(_) => {
                 for process in ending {
-                    let _ = process.wait();
+                    process.reap();
                 }
                 return i32::from(message.is_err());
             }

@@ -91,10 +91,8 @@ impl Process {
     }
 
     /// Waits for its end and reaps it.
-    pub fn wait(self) -> io::Result<ExitStatus> {
-        let status = self.status();
+    pub fn reap(self) {
         reap(self.pid);
-        status
     }
 }
 

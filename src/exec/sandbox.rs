@@ -541,37 +541,16 @@ impl Entry {
             cstr("/proc/self/uid_map")?,
             cstr("/proc/self/gid_map")?,
         ];
-        // No signal reaches the new process before it has reset its handlers,
-        // which are this process's code on this process's memory (as
-        // `posix_spawn` does); it starts the step with none blocked.
-        // SAFETY: a sigset_t is plain data; the calls fill in what they are given.
-        let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-        let mut before: libc::sigset_t = unsafe { std::mem::zeroed() };
-        let mut unblocked: libc::sigset_t = unsafe { std::mem::zeroed() };
         // SAFETY: prctl with integer arguments only.
         let thp_disabled = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) }.max(0);
-        unsafe {
-            libc::sigfillset(&mut all);
-            libc::sigemptyset(&mut unblocked);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut before);
-        }
         // SAFETY: only system calls, on memory prepared before the clone. The
         // set-ID calls are made raw: glibc's wrappers would reach for the
         // threads of this process's memory, which the new process shares.
         let spawned = unsafe {
             exec.spawn(flags, &mut || {
-                // Handled here (interrupts), or ignored (SIGPIPE, by Rust's
-                // runtime; SIGINT, by a launcher): the step gets the defaults.
-                for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGPIPE] {
-                    libc::signal(sig, libc::SIG_DFL);
-                }
+                // The descriptors are 3 and up: a Rust program starts with 0-2 open.
                 for (fd, to) in stdio.iter().zip(0..) {
-                    let fd = fd.as_raw_fd();
-                    let kept = match fd == to {
-                        true => libc::fcntl(fd, libc::F_SETFD, 0),
-                        false => libc::dup2(fd, to) - to,
-                    };
-                    check(kept)?;
+                    check(libc::dup2(fd.as_raw_fd(), to) - to)?;
                 }
                 libc::umask(0o022);
                 settings.enter();
@@ -641,14 +620,12 @@ impl Entry {
                 // Huge pages as on the host (the flag is the memory's, so this
                 // process's own too until the exec: set again below).
                 libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0);
-                libc::pthread_sigmask(libc::SIG_SETMASK, &unblocked, std::ptr::null_mut());
                 Ok(())
             })
         };
-        // SAFETY: prctl with integer arguments; the mask saved above.
+        // SAFETY: prctl with integer arguments only.
         unsafe {
             libc::prctl(libc::PR_SET_THP_DISABLE, thp_disabled, 0, 0, 0);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut());
         }
         let pid = spawned.map_err(started)?;
         // A confined step mounts nothing of its own, so its end may be told

@@ -12,6 +12,11 @@ use super::ExecError;
 /// few system calls.
 const STACK: usize = 64 << 10;
 
+/// Signals the new process puts back to their defaults: bake handles SIGINT
+/// and SIGTERM (interrupts), Rust's runtime ignores SIGPIPE and a launcher
+/// SIGINT. An ignored signal stays ignored across an exec.
+const DEFAULTED: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGPIPE];
+
 /// Below the stack, a page the new process cannot touch: an overflow there
 /// would otherwise write over this process's memory, which it shares.
 const GUARD: usize = 4 << 10;
@@ -123,7 +128,8 @@ impl Exec {
     /// Starts a process, in the new namespaces `namespaces` (`CLONE_NEW*`
     /// flags), that runs `prepare`, then execs the program; this process is
     /// stopped until it has. Returns its pid, or the error `prepare` or the
-    /// exec returned (the process then reaped).
+    /// exec returned (the process then reaped). The program starts with no
+    /// signal blocked and [`DEFAULTED`] at their defaults.
     ///
     /// # Safety
     /// `prepare` runs in this process's memory, on its own stack: it may only
@@ -141,12 +147,20 @@ impl Exec {
             failed: None,
         };
         let top = self.stack.top();
+        // No signal reaches the new process before it has put its handlers
+        // back: they are this process's code, on memory it shares (as
+        // `posix_spawn` does).
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut before: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut before);
         let pid = libc::clone(
             run,
             top,
             namespaces | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
             (&mut call as *mut Call).cast(),
         );
+        libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut());
         if pid < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -178,8 +192,14 @@ extern "C" fn run(arg: *mut c_void) -> libc::c_int {
     // this one execs or exits.
     unsafe {
         let call = &mut *arg.cast::<Call>();
+        for sig in DEFAULTED {
+            libc::signal(sig, libc::SIG_DFL);
+        }
         let error = match (call.prepare)() {
             Ok(()) => {
+                let mut none: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut none);
+                libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
                 libc::execve(call.program, call.argv, call.envp);
                 io::Error::last_os_error()
             }
