@@ -1,8 +1,9 @@
 //! What a sandboxed step costs the kernel alone: `sh -c true` started and
 //! waited for `N` times in a row, plain, then with the namespaces and the root
 //! file system a confined bake step gets (the same mounts, the same order), by
-//! fork and by `clone(CLONE_VM | CLONE_VFORK)`. No bake code runs; the figures
-//! are the floor under bake's cold step (BENCHMARKS.md, "Cold steps").
+//! fork and by `clone(CLONE_VM | CLONE_VFORK)`, and with the root made ahead
+//! while the step before runs. No bake code runs; the figures are the floor
+//! under bake's cold step (BENCHMARKS.md, "Cold steps").
 //!
 //! `step_floor [N]` (needs root) prints one line per variant: milliseconds a step.
 
@@ -22,6 +23,9 @@ struct Variant {
     /// then starts the step (as bake's sandbox did before its launcher started
     /// PID 1 itself).
     waiter: bool,
+    /// The namespaces and the root but for the step's own mounts made ahead,
+    /// while the step before runs; the step's own mounts on its start.
+    ahead: bool,
 }
 
 struct Plan {
@@ -32,6 +36,10 @@ struct Plan {
     flags: libc::c_int,
     vfork: bool,
     stack: Vec<u8>,
+    /// Of a root made ahead: how many of `ops` come before the start, and
+    /// where the start is read from.
+    common: usize,
+    go: libc::c_int,
 }
 
 enum Op {
@@ -152,27 +160,77 @@ extern "C" fn step(arg: *mut c_void) -> libc::c_int {
     unsafe {
         let plan = &*arg.cast::<Plan>();
         if plan.flags != 0 {
-            let none = std::ptr::null();
-            libc::mount(
-                none,
-                c"/".as_ptr(),
-                none,
-                libc::MS_REC | libc::MS_PRIVATE,
-                none.cast(),
-            );
+            make_private();
         }
-        if !plan.ops.is_empty() {
-            if !plan.ops.iter().all(|op| run_op(op)) {
-                libc::_exit(120);
-            }
-            libc::chdir(plan.root.as_ptr());
-            libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr());
-            libc::umount2(c".".as_ptr(), libc::MNT_DETACH);
-            libc::chdir(c"/".as_ptr());
+        if plan.ops.is_empty() {
+            libc::execv(c"/bin/sh".as_ptr(), plan.argv.as_ptr());
+            libc::_exit(127)
         }
-        libc::execv(c"/bin/sh".as_ptr(), plan.argv.as_ptr());
-        libc::_exit(127)
+        if !plan.ops.iter().all(|op| run_op(op)) {
+            libc::_exit(120);
+        }
+        enter_and_exec(plan)
     }
+}
+
+/// Keeps this mount namespace's mounts from the host's.
+unsafe fn make_private() {
+    let none = std::ptr::null();
+    libc::mount(
+        none,
+        c"/".as_ptr(),
+        none,
+        libc::MS_REC | libc::MS_PRIVATE,
+        none.cast(),
+    );
+}
+
+/// Makes the plan's root this process's and starts the shell in it.
+unsafe fn enter_and_exec(plan: &Plan) -> ! {
+    libc::chdir(plan.root.as_ptr());
+    libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr());
+    libc::umount2(c".".as_ptr(), libc::MNT_DETACH);
+    libc::chdir(c"/".as_ptr());
+    libc::execv(c"/bin/sh".as_ptr(), plan.argv.as_ptr());
+    libc::_exit(127)
+}
+
+/// A step made ahead: the common mounts, then a wait for the start, then the
+/// step's own mounts.
+extern "C" fn ahead(arg: *mut c_void) -> libc::c_int {
+    // SAFETY: as for `step`; this process has its own copy of the plan.
+    unsafe {
+        let plan = &*arg.cast::<Plan>();
+        make_private();
+        if !plan.ops[..plan.common].iter().all(|op| run_op(op)) {
+            libc::_exit(120);
+        }
+        let mut byte = 0u8;
+        if libc::read(plan.go, (&mut byte as *mut u8).cast(), 1) != 1 {
+            libc::_exit(123);
+        }
+        if !plan.ops[plan.common..].iter().all(|op| run_op(op)) {
+            libc::_exit(120);
+        }
+        enter_and_exec(plan)
+    }
+}
+
+/// Makes a step ahead; its pid and the pipe end that starts it.
+unsafe fn make_ahead(plan: &mut Plan) -> (libc::pid_t, libc::c_int) {
+    let mut fds = [0; 2];
+    assert_eq!(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC), 0);
+    plan.go = fds[0];
+    let top = plan.stack.as_mut_ptr().add(plan.stack.len()) as usize & !15;
+    let pid = libc::clone(
+        ahead,
+        top as *mut c_void,
+        plan.flags | libc::SIGCHLD,
+        (plan as *mut Plan).cast(),
+    );
+    assert!(pid > 0, "clone: {}", std::io::Error::last_os_error());
+    libc::close(fds[0]);
+    (pid, fds[1])
 }
 
 /// Starts the step from this process; its pid.
@@ -230,7 +288,32 @@ fn time(v: &Variant, n: usize) -> f64 {
         flags,
         vfork: v.vfork,
         stack: vec![0; 64 << 10],
+        common: 0,
+        go: -1,
     };
+    if v.ahead {
+        // The per-step mounts are the last: /build and the inputs.
+        let own = plan
+            .ops
+            .iter()
+            .rposition(|op| matches!(op, Op::Mkdir(p) if p.as_bytes().ends_with(b"root/build")));
+        plan.common = own.expect("the root has /build");
+        let began = Instant::now();
+        // SAFETY: the children run only system calls on their copy of the plan.
+        unsafe {
+            let mut next = make_ahead(&mut plan);
+            for i in 0..n {
+                let (pid, go) = next;
+                assert_eq!(libc::write(go, b"g".as_ptr().cast(), 1), 1);
+                libc::close(go);
+                if i + 1 < n {
+                    next = make_ahead(&mut plan);
+                }
+                assert_eq!(wait(pid), 0, "{}: the step failed", v.name);
+            }
+        }
+        return began.elapsed().as_secs_f64() * 1e3 / n as f64;
+    }
     let mut waiter_stack = vec![0u8; 64 << 10];
     let began = Instant::now();
     for _ in 0..n {
@@ -271,6 +354,7 @@ fn main() {
         root,
         vfork,
         waiter,
+        ahead: false,
     };
     let variants = [
         v("sh -c true, fork", false, false, false, false),
@@ -323,6 +407,16 @@ fn main() {
             true,
             true,
         ),
+        Variant {
+            ahead: true,
+            ..v(
+                "+ a step's root made ahead but for /build, inputs",
+                true,
+                true,
+                false,
+                false,
+            )
+        },
     ];
     for variant in &variants {
         println!("{:<50} {:6.2} ms/step", variant.name, time(variant, n));
