@@ -26,6 +26,9 @@ struct Variant {
     /// The namespaces and the root but for the step's own mounts made ahead,
     /// while the step before runs; the step's own mounts on its start.
     ahead: bool,
+    /// The root but for the step's own mounts made once in a mount namespace
+    /// kept open; each step copies it and adds its own.
+    template: bool,
 }
 
 struct Plan {
@@ -40,6 +43,8 @@ struct Plan {
     /// where the start is read from.
     common: usize,
     go: libc::c_int,
+    /// The template's mount namespace.
+    tmpl: libc::c_int,
 }
 
 enum Op {
@@ -166,10 +171,15 @@ extern "C" fn step(arg: *mut c_void) -> libc::c_int {
             libc::execv(c"/bin/sh".as_ptr(), plan.argv.as_ptr());
             libc::_exit(127)
         }
-        if !plan.ops.iter().all(|op| run_op(op)) {
-            libc::_exit(120);
-        }
+        run_ops(&plan.ops);
         enter_and_exec(plan)
+    }
+}
+
+/// Runs the ops, or ends this process.
+unsafe fn run_ops(ops: &[Op]) {
+    if !ops.iter().all(|op| run_op(op)) {
+        libc::_exit(120);
     }
 }
 
@@ -202,16 +212,12 @@ extern "C" fn ahead(arg: *mut c_void) -> libc::c_int {
     unsafe {
         let plan = &*arg.cast::<Plan>();
         make_private();
-        if !plan.ops[..plan.common].iter().all(|op| run_op(op)) {
-            libc::_exit(120);
-        }
+        run_ops(&plan.ops[..plan.common]);
         let mut byte = 0u8;
         if libc::read(plan.go, (&mut byte as *mut u8).cast(), 1) != 1 {
             libc::_exit(123);
         }
-        if !plan.ops[plan.common..].iter().all(|op| run_op(op)) {
-            libc::_exit(120);
-        }
+        run_ops(&plan.ops[plan.common..]);
         enter_and_exec(plan)
     }
 }
@@ -221,16 +227,36 @@ unsafe fn make_ahead(plan: &mut Plan) -> (libc::pid_t, libc::c_int) {
     let mut fds = [0; 2];
     assert_eq!(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC), 0);
     plan.go = fds[0];
-    let top = plan.stack.as_mut_ptr().add(plan.stack.len()) as usize & !15;
-    let pid = libc::clone(
-        ahead,
-        top as *mut c_void,
-        plan.flags | libc::SIGCHLD,
-        (plan as *mut Plan).cast(),
-    );
-    assert!(pid > 0, "clone: {}", std::io::Error::last_os_error());
+    let pid = clone_on(plan, ahead, plan.flags | libc::SIGCHLD);
     libc::close(fds[0]);
     (pid, fds[1])
+}
+
+/// A step from the template: its copy of the template's mounts, its own.
+extern "C" fn copied(arg: *mut c_void) -> libc::c_int {
+    // SAFETY: as for `step`.
+    unsafe {
+        let plan = &*arg.cast::<Plan>();
+        if libc::setns(plan.tmpl, libc::CLONE_NEWNS) != 0 || libc::unshare(libc::CLONE_NEWNS) != 0 {
+            libc::_exit(124);
+        }
+        run_ops(&plan.ops[plan.common..]);
+        enter_and_exec(plan)
+    }
+}
+
+/// The template's process: the common mounts, then a wait for its end.
+extern "C" fn template(arg: *mut c_void) -> libc::c_int {
+    // SAFETY: as for `step`; this process has its own copy of the plan.
+    unsafe {
+        let plan = &*arg.cast::<Plan>();
+        make_private();
+        run_ops(&plan.ops[..plan.common]);
+        libc::write(plan.go, b"r".as_ptr().cast(), 1);
+        loop {
+            libc::pause();
+        }
+    }
 }
 
 /// Starts the step from this process; its pid.
@@ -239,13 +265,19 @@ unsafe fn start(plan: &mut Plan, flags: libc::c_int) -> libc::pid_t {
         true => libc::CLONE_VM | libc::CLONE_VFORK,
         false => 0,
     };
+    clone_on(plan, step, flags | extra | libc::SIGCHLD)
+}
+
+/// Starts `child` on the plan's stack with the plan; its pid.
+unsafe fn clone_on(
+    plan: &mut Plan,
+    child: extern "C" fn(*mut c_void) -> libc::c_int,
+    flags: libc::c_int,
+) -> libc::pid_t {
     let top = plan.stack.as_mut_ptr().add(plan.stack.len()) as usize & !15;
-    libc::clone(
-        step,
-        top as *mut c_void,
-        flags | extra | libc::SIGCHLD,
-        (plan as *mut Plan).cast(),
-    )
+    let pid = libc::clone(child, top as *mut c_void, flags, (plan as *mut Plan).cast());
+    assert!(pid > 0, "clone: {}", std::io::Error::last_os_error());
+    pid
 }
 
 unsafe fn wait(pid: libc::pid_t) -> libc::c_int {
@@ -290,7 +322,61 @@ fn time(v: &Variant, n: usize) -> f64 {
         stack: vec![0; 64 << 10],
         common: 0,
         go: -1,
+        tmpl: -1,
     };
+    if v.template {
+        // A step's own: its /tmp, /dev/shm, /proc, /build and inputs.
+        let own = |op: &Op| match op {
+            Op::Tmpfs(p, _) => {
+                !p.as_bytes().ends_with(b"root") && !p.as_bytes().ends_with(b"root/dev")
+            }
+            Op::Proc(_) => true,
+            Op::Bind(_, p, _) | Op::Mkdir(p) => {
+                let p = p.to_string_lossy();
+                p.ends_with("root/build") && matches!(op, Op::Bind(..))
+                    || p.contains("build/inputs/")
+            }
+            _ => false,
+        };
+        let (mine, common): (Vec<Op>, Vec<Op>) = plan.ops.drain(..).partition(own);
+        plan.common = common.len();
+        plan.ops = common.into_iter().chain(mine).collect();
+        // SAFETY: the children run only system calls on their copy of the plan.
+        let (held, began) = unsafe {
+            let mut fds = [0; 2];
+            assert_eq!(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC), 0);
+            plan.go = fds[1];
+            let held = clone_on(&mut plan, template, libc::CLONE_NEWNS | libc::SIGCHLD);
+            let mut byte = 0u8;
+            assert_eq!(
+                libc::read(fds[0], (&mut byte as *mut u8).cast(), 1),
+                1,
+                "the template failed"
+            );
+            plan.tmpl = libc::open(
+                c(&format!("/proc/{held}/ns/mnt")).as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            );
+            assert!(plan.tmpl >= 0);
+            (held, Instant::now())
+        };
+        let extra = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+        for _ in 0..n {
+            // SAFETY: as above.
+            let status = unsafe {
+                let pid = clone_on(&mut plan, copied, (flags & !libc::CLONE_NEWNS) | extra);
+                wait(pid)
+            };
+            assert_eq!(status, 0, "{}: the step failed", v.name);
+        }
+        let took = began.elapsed().as_secs_f64() * 1e3 / n as f64;
+        // SAFETY: ends the template's process, which holds nothing else.
+        unsafe {
+            libc::kill(held, libc::SIGKILL);
+            wait(held);
+        }
+        return took;
+    }
     if v.ahead {
         // The per-step mounts are the last: /build and the inputs.
         let own = plan
@@ -355,6 +441,7 @@ fn main() {
         vfork,
         waiter,
         ahead: false,
+        template: false,
     };
     let variants = [
         v("sh -c true, fork", false, false, false, false),
@@ -414,6 +501,16 @@ fn main() {
                 true,
                 true,
                 false,
+                false,
+            )
+        },
+        Variant {
+            template: true,
+            ..v(
+                "+ a step's root copied from a template namespace",
+                true,
+                true,
+                true,
                 false,
             )
         },
