@@ -2,7 +2,8 @@
 //! waited for `N` times in a row, plain, then with the namespaces and the root
 //! file system a confined bake step gets (the same mounts, the same order), by
 //! fork and by `clone(CLONE_VM | CLONE_VFORK)`, and with the root made ahead
-//! while the step before runs. No bake code runs; the figures are the floor
+//! while the step before runs or copied from a template mount namespace. No
+//! bake code runs; the figures are the floor
 //! under bake's cold step (BENCHMARKS.md, "Cold steps").
 //!
 //! `step_floor [N]` (needs root) prints one line per variant: milliseconds a step.
@@ -19,16 +20,24 @@ struct Variant {
     namespaces: bool,
     root: bool,
     vfork: bool,
+    shape: Shape,
+}
+
+/// How a step's process and root come to be.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// Started by the launcher, its root made on its start.
+    Direct,
     /// Between the launcher and the step, a waiting process that unshares and
     /// then starts the step (as bake's sandbox did before its launcher started
     /// PID 1 itself).
-    waiter: bool,
+    Waiter,
     /// The namespaces and the root but for the step's own mounts made ahead,
     /// while the step before runs; the step's own mounts on its start.
-    ahead: bool,
+    Ahead,
     /// The root but for the step's own mounts made once in a mount namespace
     /// kept open; each step copies it and adds its own.
-    template: bool,
+    Template,
 }
 
 struct Plan {
@@ -167,12 +176,11 @@ extern "C" fn step(arg: *mut c_void) -> libc::c_int {
         if plan.flags != 0 {
             make_private();
         }
-        if plan.ops.is_empty() {
-            libc::execv(c"/bin/sh".as_ptr(), plan.argv.as_ptr());
-            libc::_exit(127)
+        if !plan.ops.is_empty() {
+            run_ops(&plan.ops);
+            enter_root(plan);
         }
-        run_ops(&plan.ops);
-        enter_and_exec(plan)
+        exec_shell(plan)
     }
 }
 
@@ -195,12 +203,15 @@ unsafe fn make_private() {
     );
 }
 
-/// Makes the plan's root this process's and starts the shell in it.
-unsafe fn enter_and_exec(plan: &Plan) -> ! {
+/// Makes the plan's root this process's.
+unsafe fn enter_root(plan: &Plan) {
     libc::chdir(plan.root.as_ptr());
     libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr());
     libc::umount2(c".".as_ptr(), libc::MNT_DETACH);
     libc::chdir(c"/".as_ptr());
+}
+
+unsafe fn exec_shell(plan: &Plan) -> ! {
     libc::execv(c"/bin/sh".as_ptr(), plan.argv.as_ptr());
     libc::_exit(127)
 }
@@ -218,7 +229,8 @@ extern "C" fn ahead(arg: *mut c_void) -> libc::c_int {
             libc::_exit(123);
         }
         run_ops(&plan.ops[plan.common..]);
-        enter_and_exec(plan)
+        enter_root(plan);
+        exec_shell(plan)
     }
 }
 
@@ -241,7 +253,8 @@ extern "C" fn copied(arg: *mut c_void) -> libc::c_int {
             libc::_exit(124);
         }
         run_ops(&plan.ops[plan.common..]);
-        enter_and_exec(plan)
+        enter_root(plan);
+        exec_shell(plan)
     }
 }
 
@@ -324,105 +337,117 @@ fn time(v: &Variant, n: usize) -> f64 {
         go: -1,
         tmpl: -1,
     };
-    if v.template {
-        // A step's own: its /tmp, /dev/shm, /proc, /build and inputs.
-        let own = |op: &Op| match op {
-            Op::Tmpfs(p, _) => {
-                !p.as_bytes().ends_with(b"root") && !p.as_bytes().ends_with(b"root/dev")
-            }
-            Op::Proc(_) => true,
-            Op::Bind(_, p, _) | Op::Mkdir(p) => {
-                let p = p.to_string_lossy();
-                p.ends_with("root/build") && matches!(op, Op::Bind(..))
-                    || p.contains("build/inputs/")
-            }
-            _ => false,
-        };
-        let (mine, common): (Vec<Op>, Vec<Op>) = plan.ops.drain(..).partition(own);
-        plan.common = common.len();
-        plan.ops = common.into_iter().chain(mine).collect();
-        // SAFETY: the children run only system calls on their copy of the plan.
-        let (held, began) = unsafe {
-            let mut fds = [0; 2];
-            assert_eq!(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC), 0);
-            plan.go = fds[1];
-            let held = clone_on(&mut plan, template, libc::CLONE_NEWNS | libc::SIGCHLD);
-            let mut byte = 0u8;
-            assert_eq!(
-                libc::read(fds[0], (&mut byte as *mut u8).cast(), 1),
-                1,
-                "the template failed"
-            );
-            plan.tmpl = libc::open(
-                c(&format!("/proc/{held}/ns/mnt")).as_ptr(),
-                libc::O_RDONLY | libc::O_CLOEXEC,
-            );
-            assert!(plan.tmpl >= 0);
-            (held, Instant::now())
-        };
-        let extra = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
-        for _ in 0..n {
-            // SAFETY: as above.
-            let status = unsafe {
-                let pid = clone_on(&mut plan, copied, (flags & !libc::CLONE_NEWNS) | extra);
-                wait(pid)
-            };
-            assert_eq!(status, 0, "{}: the step failed", v.name);
-        }
-        let took = began.elapsed().as_secs_f64() * 1e3 / n as f64;
-        // SAFETY: ends the template's process, which holds nothing else.
-        unsafe {
-            libc::kill(held, libc::SIGKILL);
-            wait(held);
-        }
-        return took;
-    }
-    if v.ahead {
-        // The per-step mounts are the last: /build and the inputs.
-        let own = plan
-            .ops
-            .iter()
-            .rposition(|op| matches!(op, Op::Mkdir(p) if p.as_bytes().ends_with(b"root/build")));
-        plan.common = own.expect("the root has /build");
-        let began = Instant::now();
-        // SAFETY: the children run only system calls on their copy of the plan.
-        unsafe {
-            let mut next = make_ahead(&mut plan);
-            for i in 0..n {
-                let (pid, go) = next;
-                assert_eq!(libc::write(go, b"g".as_ptr().cast(), 1), 1);
-                libc::close(go);
-                if i + 1 < n {
-                    next = make_ahead(&mut plan);
+    match v.shape {
+        Shape::Ahead => time_ahead(&mut plan, v.name, n),
+        Shape::Template => time_template(&mut plan, v.name, n),
+        Shape::Direct | Shape::Waiter => {
+            let mut waiter_stack = vec![0u8; 64 << 10];
+            per_step(n, v.name, || {
+                // SAFETY: the children run only system calls on the plan made above.
+                unsafe {
+                    let pid = match v.shape {
+                        Shape::Waiter => {
+                            let top =
+                                waiter_stack.as_mut_ptr().add(waiter_stack.len()) as usize & !15;
+                            libc::clone(
+                                waiter,
+                                top as *mut c_void,
+                                libc::SIGCHLD,
+                                (&mut plan as *mut Plan).cast(),
+                            )
+                        }
+                        _ => start(&mut plan, flags),
+                    };
+                    assert!(pid > 0, "clone: {}", std::io::Error::last_os_error());
+                    wait(pid)
                 }
-                assert_eq!(wait(pid), 0, "{}: the step failed", v.name);
-            }
+            })
         }
-        return began.elapsed().as_secs_f64() * 1e3 / n as f64;
     }
-    let mut waiter_stack = vec![0u8; 64 << 10];
+}
+
+/// Milliseconds a step: `step` run `n` times, each returning its wait status.
+fn per_step(n: usize, name: &str, mut step: impl FnMut() -> libc::c_int) -> f64 {
     let began = Instant::now();
     for _ in 0..n {
-        // SAFETY: the children run only system calls on the plan made above.
-        let status = unsafe {
-            let pid = match v.waiter {
-                true => {
-                    let top = waiter_stack.as_mut_ptr().add(waiter_stack.len()) as usize & !15;
-                    libc::clone(
-                        waiter,
-                        top as *mut c_void,
-                        libc::SIGCHLD,
-                        (&mut plan as *mut Plan).cast(),
-                    )
-                }
-                false => start(&mut plan, flags),
-            };
-            assert!(pid > 0, "clone: {}", std::io::Error::last_os_error());
-            wait(pid)
-        };
-        assert_eq!(status, 0, "{}: the step failed", v.name);
+        assert_eq!(step(), 0, "{name}: the step failed");
     }
     began.elapsed().as_secs_f64() * 1e3 / n as f64
+}
+
+/// Each step made ahead while the one before runs, started by a byte on its
+/// pipe.
+fn time_ahead(plan: &mut Plan, name: &str, n: usize) -> f64 {
+    // The per-step mounts are the last: /build and the inputs.
+    let own = plan
+        .ops
+        .iter()
+        .rposition(|op| matches!(op, Op::Mkdir(p) if p.as_bytes().ends_with(b"root/build")));
+    plan.common = own.expect("the root has /build");
+    // SAFETY: the children run only system calls on their copy of the plan.
+    let mut next = Some(unsafe { make_ahead(plan) });
+    let mut made = 1;
+    // SAFETY: as above; each step's pipe end is written once and closed.
+    per_step(n, name, || unsafe {
+        let (pid, go) = next.take().expect("a step made ahead");
+        assert_eq!(libc::write(go, b"g".as_ptr().cast(), 1), 1);
+        libc::close(go);
+        if made < n {
+            next = Some(make_ahead(plan));
+            made += 1;
+        }
+        wait(pid)
+    })
+}
+
+/// Each step copied from one template mount namespace.
+fn time_template(plan: &mut Plan, name: &str, n: usize) -> f64 {
+    // A step's own: its /tmp, /dev/shm, /proc, /build and inputs.
+    let own = |op: &Op| match op {
+        Op::Tmpfs(p, _) => !p.as_bytes().ends_with(b"root") && !p.as_bytes().ends_with(b"root/dev"),
+        Op::Proc(_) => true,
+        Op::Bind(_, p, _) => {
+            p.as_bytes().ends_with(b"root/build") || p.to_string_lossy().contains("build/inputs/")
+        }
+        Op::Mkdir(p) => p.to_string_lossy().contains("build/inputs/"),
+        _ => false,
+    };
+    let (mine, common): (Vec<Op>, Vec<Op>) = plan.ops.drain(..).partition(own);
+    plan.common = common.len();
+    plan.ops = common.into_iter().chain(mine).collect();
+    // SAFETY: the template's process runs only system calls on its copy of the
+    // plan; the pipe's write end is closed here, so its failure ends the read.
+    let held = unsafe {
+        let mut fds = [0; 2];
+        assert_eq!(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        plan.go = fds[1];
+        let held = clone_on(plan, template, libc::CLONE_NEWNS | libc::SIGCHLD);
+        libc::close(fds[1]);
+        let mut byte = 0u8;
+        let ready = libc::read(fds[0], (&mut byte as *mut u8).cast(), 1);
+        libc::close(fds[0]);
+        assert_eq!(ready, 1, "{name}: the template failed");
+        plan.tmpl = libc::open(
+            c(&format!("/proc/{held}/ns/mnt")).as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        assert!(
+            plan.tmpl >= 0,
+            "{name}: cannot open the template's namespace"
+        );
+        held
+    };
+    let flags =
+        (plan.flags & !libc::CLONE_NEWNS) | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    // SAFETY: as for `start`.
+    let took = per_step(n, name, || unsafe { wait(clone_on(plan, copied, flags)) });
+    // SAFETY: ends the template's process, which holds nothing else.
+    unsafe {
+        libc::close(plan.tmpl);
+        libc::kill(held, libc::SIGKILL);
+        wait(held);
+    }
+    took
 }
 
 fn main() {
@@ -434,86 +459,79 @@ fn main() {
         std::fs::create_dir_all(format!("{BASE}/{d}"))
             .expect("cannot make the floor's directories");
     }
-    let v = |name, namespaces, root, vfork, waiter| Variant {
+    let v = |name, namespaces, root, vfork, shape| Variant {
         name,
         namespaces,
         root,
         vfork,
-        waiter,
-        ahead: false,
-        template: false,
+        shape,
     };
+    use Shape::*;
     let variants = [
-        v("sh -c true, fork", false, false, false, false),
+        v("sh -c true, fork", false, false, false, Direct),
         v(
             "sh -c true, vfork (ninja's posix_spawn)",
             false,
             false,
             true,
-            false,
+            Direct,
         ),
         v(
             "+ mount, PID, IPC, UTS namespaces, fork",
             true,
             false,
             false,
-            false,
+            Direct,
         ),
         v(
             "+ mount, PID, IPC, UTS namespaces, vfork",
             true,
             false,
             true,
-            false,
+            Direct,
         ),
         v(
             "+ a step's root (25 mounts), fork",
             true,
             true,
             false,
-            false,
+            Direct,
         ),
         v(
             "+ a step's root (25 mounts), vfork (bake)",
             true,
             true,
             true,
-            false,
+            Direct,
         ),
         v(
             "+ a step's root, waiting process, fork",
             true,
             true,
             false,
-            true,
+            Waiter,
         ),
         v(
             "+ a step's root, waiting process, vfork (bake before)",
             true,
             true,
             true,
-            true,
+            Waiter,
         ),
-        Variant {
-            ahead: true,
-            ..v(
-                "+ a step's root made ahead but for /build, inputs",
-                true,
-                true,
-                false,
-                false,
-            )
-        },
-        Variant {
-            template: true,
-            ..v(
-                "+ a step's root copied from a template namespace",
-                true,
-                true,
-                true,
-                false,
-            )
-        },
+        v(
+            "+ a step's root made ahead but for /build, inputs",
+            true,
+            true,
+            false,
+            Ahead,
+        ),
+        v(
+            "+ a step's root copied from a template namespace",
+            true,
+            true,
+            true,
+            Template,
+        ),
     ];
     for variant in &variants {
         println!("{:<50} {:6.2} ms/step", variant.name, time(variant, n));
