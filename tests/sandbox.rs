@@ -394,6 +394,34 @@ fn a_steps_scratch_serves_a_later_step_clean() {
 }
 
 #[test]
+fn steps_sharing_a_lane_share_no_writable_file_system() {
+    // Four steps in a chain on one lane, whose launcher mounts their common
+    // root once (a template each copies): each finds /tmp and /dev/shm empty,
+    // leaves files there, and can write nowhere else of its root.
+    let p = Project::new();
+    let recipe = chain(
+        "t",
+        4,
+        r#"
+        ls -A /tmp /dev/shm > $out/seen
+        touch /tmp/left /dev/shm/left
+        for d in / /dev /etc /usr /proc/sys; do touch $d/left 2>/dev/null && echo $d; done > $out/wrote || true
+        readlink /proc/self/ns/mnt > $out/ns
+"#,
+    );
+    p.write("r.kdl", &recipe);
+    let (code, out) = p.build("r.kdl", &["-j1"]);
+    assert_eq!(code, 0, "{out}");
+    let read = |i: usize, file: &str| output_file(&out, &format!("t{i}"), file);
+    let host = fs::read_link("/proc/self/ns/mnt").unwrap();
+    for i in 0..4 {
+        assert_eq!(read(i, "seen"), "/dev/shm:\n\n/tmp:\n", "t{i}");
+        assert_eq!(read(i, "wrote"), "", "t{i} wrote to its root");
+        assert_ne!(read(i, "ns").trim(), host.to_string_lossy(), "t{i}");
+    }
+}
+
+#[test]
 fn every_step_has_a_network_of_its_own() {
     // Four steps in a chain on one lane (whose launcher hands a step's network
     // namespace on only when it holds no socket): each starts with no TCP

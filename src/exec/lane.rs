@@ -28,6 +28,7 @@ use std::time::Duration;
 use super::cgroup::Cgroup;
 use super::process::Process;
 use super::sandbox::{loopback_up, Entry};
+use super::template::Templates;
 use super::watch::{self, Ended};
 use super::ExecError;
 
@@ -329,6 +330,7 @@ pub fn serve() -> i32 {
     // SAFETY: fds 0 and 1 are the pipes bake made, owned by nothing else here.
     let (mut input, mut output) = unsafe { (File::from_raw_fd(0), File::from_raw_fd(1)) };
     let mut networks = Networks::default();
+    let mut templates = Templates::default();
     // Steps whose PID 1 ended, not yet reaped: bake may signal a step's pid
     // until it has read the end, and sends nothing before that.
     let mut ending: Vec<Process> = Vec::new();
@@ -349,6 +351,7 @@ pub fn serve() -> i32 {
         };
         launch.entry.oom_score_adj = original.clone();
         let lent = networks.lend(&mut launch.entry);
+        templates.lend(&mut launch.entry);
         let mut process = match launch.start() {
             Ok(process) => process,
             Err(e) => {

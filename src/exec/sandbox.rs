@@ -148,8 +148,8 @@ fn namespace_flags(mode: Mode) -> libc::c_int {
 }
 
 /// One thing done to the new root between fork and exec.
-#[derive(serde::Serialize, serde::Deserialize)]
-enum Op {
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(super) enum Op {
     Mkdir(CString),
     Symlink(CString, CString),
     Touch(CString),
@@ -165,6 +165,61 @@ enum Op {
     Exists(CString),
 }
 
+impl Op {
+    /// The path it makes or mounts on.
+    fn target(&self) -> &CStr {
+        match self {
+            Op::Mkdir(p) | Op::Touch(p) | Op::Tmpfs(p, _) | Op::Proc(p) | Op::Exists(p) => p,
+            Op::Symlink(_, link) => link,
+            Op::Bind { dst, .. } => dst,
+        }
+    }
+}
+
+/// A confined step's root in two parts: what every step with the same
+/// toolchains and builder has, which a template may stand for, then the
+/// step's own: its `/tmp`, `/dev/shm`, `/proc`, `/build` and inputs, and
+/// whatever lies under them (a toolchain in a checkout under `/tmp`).
+struct RootOps {
+    own_points: [PathBuf; 4],
+    shared: Vec<Op>,
+    own: Vec<Op>,
+}
+
+impl RootOps {
+    fn new(root: &Path) -> RootOps {
+        RootOps {
+            own_points: ["tmp", "dev/shm", "proc", "build"].map(|d| root.join(d)),
+            shared: Vec::new(),
+            own: Vec::new(),
+        }
+    }
+
+    fn shared(&mut self, op: Op) {
+        let target = Path::new(std::ffi::OsStr::from_bytes(op.target().to_bytes()));
+        let hidden = self
+            .own_points
+            .iter()
+            .any(|point| target != point && target.starts_with(point));
+        match hidden {
+            true => self.own.push(op),
+            false => self.shared.push(op),
+        }
+    }
+
+    fn own(&mut self, op: Op) {
+        self.own.push(op);
+    }
+
+    /// All of them, the shared first, and how many of them may be shared.
+    fn into_ops(self, shareable: bool) -> (Vec<Op>, usize) {
+        let shared = if shareable { self.shared.len() } else { 0 };
+        let mut ops = self.shared;
+        ops.extend(self.own);
+        (ops, shared)
+    }
+}
+
 pub struct Sandbox {
     work: PathBuf,
     mode: Mode,
@@ -174,6 +229,8 @@ pub struct Sandbox {
     inputs: Vec<(String, PathBuf)>,
     cache: Option<PathBuf>,
     ops: Vec<Op>,
+    /// How many of `ops` a template may stand for (see `exec::template`).
+    shared: usize,
     /// The uid and gid the step runs as, as it sees them.
     uid: u32,
     hostname: &'static str,
@@ -207,6 +264,7 @@ impl Sandbox {
             inputs,
             cache: step.cache.as_ref().map(|(_, dir)| dir.clone()),
             ops: Vec::new(),
+            shared: 0,
             uid,
             hostname,
             domainname,
@@ -261,28 +319,28 @@ impl Sandbox {
         }
         self.root = Some(root.clone());
         let at = |p: &str| cpath(&root.join(p.trim_start_matches('/')));
-        let mut ops = vec![Op::Tmpfs(cpath(&root)?, cstr("mode=0755")?)];
+        let mut ops = RootOps::new(&root);
+        ops.shared(Op::Tmpfs(cpath(&root)?, cstr("mode=0755")?));
         let host = Host::get()?;
         for (entry, seen) in &host.entries {
             match seen {
-                HostEntry::Link(target) => ops.push(Op::Symlink(cpath(target)?, at(entry)?)),
+                HostEntry::Link(target) => ops.shared(Op::Symlink(cpath(target)?, at(entry)?)),
                 HostEntry::Dir => {
-                    ops.push(Op::Mkdir(at(entry)?));
-                    ops.push(bind(&Path::new("/").join(entry), &root.join(entry), true)?);
+                    ops.shared(Op::Mkdir(at(entry)?));
+                    ops.shared(bind(&Path::new("/").join(entry), &root.join(entry), true)?);
                 }
             }
         }
         for file in ["passwd", "group"] {
-            ops.push(bind(&etc.join(file), &root.join("etc").join(file), true)?);
+            ops.shared(bind(&etc.join(file), &root.join("etc").join(file), true)?);
         }
-        // The system's own file systems first: what follows may lie under /tmp.
-        ops.push(Op::Mkdir(at("tmp")?));
-        ops.push(Op::Tmpfs(at("tmp")?, cstr("mode=1777")?));
-        ops.push(Op::Mkdir(at("dev")?));
-        ops.push(Op::Tmpfs(at("dev")?, cstr("mode=0755")?));
+        ops.shared(Op::Mkdir(at("tmp")?));
+        ops.own(Op::Tmpfs(at("tmp")?, cstr("mode=1777")?));
+        ops.shared(Op::Mkdir(at("dev")?));
+        ops.shared(Op::Tmpfs(at("dev")?, cstr("mode=0755")?));
         for dev in &host.devices {
-            ops.push(Op::Touch(at(&format!("dev/{dev}"))?));
-            ops.push(bind(
+            ops.shared(Op::Touch(at(&format!("dev/{dev}"))?));
+            ops.shared(bind(
                 &Path::new("/dev").join(dev),
                 &root.join("dev").join(dev),
                 false,
@@ -294,15 +352,17 @@ impl Sandbox {
             ("stdout", "/proc/self/fd/1"),
             ("stderr", "/proc/self/fd/2"),
         ] {
-            ops.push(Op::Symlink(cstr(target)?, at(&format!("dev/{link}"))?));
+            ops.shared(Op::Symlink(cstr(target)?, at(&format!("dev/{link}"))?));
         }
-        ops.push(Op::Mkdir(at("dev/shm")?));
-        ops.push(Op::Tmpfs(at("dev/shm")?, cstr("mode=1777")?));
-        ops.push(Op::Mkdir(at("proc")?));
-        ops.push(Op::Proc(at("proc")?));
-        ops.push(Op::Mkdir(at("build")?));
-        ops.push(bind(&self.work, &root.join("build"), false)?);
-        ops.extend(input_binds(&root.join("build/inputs"), &self.inputs)?);
+        ops.shared(Op::Mkdir(at("dev/shm")?));
+        ops.own(Op::Tmpfs(at("dev/shm")?, cstr("mode=1777")?));
+        ops.shared(Op::Mkdir(at("proc")?));
+        ops.own(Op::Proc(at("proc")?));
+        ops.shared(Op::Mkdir(at("build")?));
+        ops.own(bind(&self.work, &root.join("build"), false)?);
+        for op in input_binds(&root.join("build/inputs"), &self.inputs)? {
+            ops.own(op);
+        }
         for m in &step.mounts {
             let real = m
                 .canonicalize()
@@ -315,23 +375,30 @@ impl Sandbox {
                 continue;
             }
             let inside = root.join(real.strip_prefix("/").unwrap_or(&real));
-            ops.extend(mkdirs(&root, &inside)?);
-            ops.push(bind(&real, &inside, true)?);
+            for op in mkdirs(&root, &inside)? {
+                ops.shared(op);
+            }
+            ops.shared(bind(&real, &inside, true)?);
             // A toolchain the step cannot see would leave it the system's compiler.
-            ops.push(Op::Exists(cpath(&inside)?));
+            ops.shared(Op::Exists(cpath(&inside)?));
             if *m != real && m.is_absolute() {
                 let link = root.join(m.strip_prefix("/").unwrap_or(m));
                 if let Some(parent) = link.parent() {
-                    ops.extend(mkdirs(&root, parent)?);
+                    for op in mkdirs(&root, parent)? {
+                        ops.shared(op);
+                    }
                 }
-                ops.push(Op::Symlink(cpath(&real)?, cpath(&link)?));
+                ops.shared(Op::Symlink(cpath(&real)?, cpath(&link)?));
             }
         }
         if let Some(cache) = &self.cache {
-            ops.push(Op::Mkdir(at(CACHE_DIR)?));
-            ops.push(bind(cache, &root.join(&CACHE_DIR[1..]), false)?);
+            ops.shared(Op::Mkdir(at(CACHE_DIR)?));
+            ops.shared(bind(cache, &root.join(&CACHE_DIR[1..]), false)?);
         }
-        self.ops = ops;
+        // Only an unprivileged builder may share: root could write to the
+        // template's file systems.
+        let shareable = self.mode == Mode::Root && super::template::allowed();
+        (self.ops, self.shared) = ops.into_ops(shareable);
         if self.mode == Mode::Root {
             // /build is the builder's, but for the inputs' mount points.
             for entry in ["", "src", "out", "home", "tmp", "script.sh"] {
@@ -412,6 +479,8 @@ impl Sandbox {
                 _ => None,
             },
             ops: std::mem::take(&mut self.ops),
+            shared: self.shared,
+            template: None,
             privileged_binds,
             cwd: cpath(&Path::new(&self.build_dir()).join("src"))?,
             hostname: self.hostname.to_string(),
@@ -437,6 +506,12 @@ pub struct Entry {
     become_builder: bool,
     root: Option<CString>,
     ops: Vec<Op>,
+    /// How many of `ops`, from the first, a template may stand for.
+    shared: usize,
+    /// A mount namespace holding what `ops[..shared]` make (see
+    /// `exec::template`), which the step copies rather than make its own.
+    #[serde(skip)]
+    pub template: Option<OwnedFd>,
     privileged_binds: Vec<Op>,
     cwd: CString,
     hostname: String,
@@ -462,6 +537,15 @@ impl Entry {
         self.isolated
             && self.flags & libc::CLONE_NEWNET != 0
             && self.flags & libc::CLONE_NEWUSER == 0
+    }
+
+    /// What a template would hold for this step: the mounts it shares with
+    /// every step of its toolchains and builder. None where it makes its whole
+    /// root itself.
+    pub(super) fn template_ops(&self) -> Option<&[Op]> {
+        let copies =
+            self.become_builder && self.root.is_some() && self.flags & libc::CLONE_NEWNS != 0;
+        (copies && self.shared > 0).then(|| &self.ops[..self.shared.min(self.ops.len())])
     }
 
     /// Whether the step's network namespace may serve the next step once it
@@ -490,6 +574,8 @@ impl Entry {
             become_builder,
             root,
             ops,
+            shared,
+            template,
             privileged_binds,
             cwd,
             hostname,
@@ -533,6 +619,15 @@ impl Entry {
             Some(_) => flags & !libc::CLONE_NEWNET,
             None => flags,
         };
+        // From a template, the step's mount namespace is a copy of it, with
+        // only the step's own mounts still to make.
+        let (flags, own_ops) = match &template {
+            Some(_) => (
+                flags & !libc::CLONE_NEWNS,
+                ops.get(shared..).unwrap_or(&ops[..]),
+            ),
+            None => (flags, &ops[..]),
+        };
         let own_proc = Op::Proc(cstr("/proc")?);
         let own_run = Op::Tmpfs(cstr("/run")?, cstr("mode=0755")?);
         let mut exec = Exec::new(program, args, env)?;
@@ -567,18 +662,18 @@ impl Entry {
                 libc::setsid();
                 libc::sethostname(hostname.as_ptr().cast(), hostname.len());
                 libc::setdomainname(domainname.as_ptr().cast(), domainname.len());
-                let none = std::ptr::null();
-                check(libc::mount(
-                    none,
-                    c"/".as_ptr(),
-                    none,
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ))?;
+                match &template {
+                    // Its mounts are private already.
+                    Some(ns) => {
+                        check(libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS))?;
+                        check(libc::unshare(libc::CLONE_NEWNS))?;
+                    }
+                    None => make_private()?,
+                }
                 loopback_up();
                 match &root {
                     Some(root) => {
-                        for op in &ops {
+                        for op in own_ops {
                             run_op(op)?;
                         }
                         check(libc::chdir(root.as_ptr()))?;
@@ -635,7 +730,20 @@ impl Entry {
     }
 }
 
-unsafe fn run_op(op: &Op) -> io::Result<()> {
+/// Stops mounts made from now on in this process's mount namespace from
+/// reaching the one it was copied from, and back.
+pub(super) unsafe fn make_private() -> io::Result<()> {
+    let none = std::ptr::null();
+    check(libc::mount(
+        none,
+        c"/".as_ptr(),
+        none,
+        libc::MS_REC | libc::MS_PRIVATE,
+        std::ptr::null(),
+    ))
+}
+
+pub(super) unsafe fn run_op(op: &Op) -> io::Result<()> {
     let none = std::ptr::null();
     match op {
         Op::Mkdir(p) => {
