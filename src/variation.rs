@@ -148,10 +148,6 @@ impl Variations {
                 Err(why) => v.skipped.push((kind, why)),
             }
         }
-        if v.used.contains(&Vary::DirOrder) {
-            // Its disorderfs mounts come and go on the host while steps run.
-            crate::exec::forbid_templates();
-        }
         if !wanted.is_empty() {
             v.caches = Some(
                 store

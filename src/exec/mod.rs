@@ -23,7 +23,6 @@ pub use lane::{
     close_all as close_lanes, enable as enable_lanes, serve as serve_lane, LAUNCHER_ARG,
 };
 pub use sandbox::Confinement;
-pub use template::forbid as forbid_templates;
 pub use watch::kill_all;
 
 /// The fixed path every step sees its build directory at.

@@ -163,6 +163,12 @@ pub(super) enum Op {
     Proc(CString),
     /// Fails unless the path exists (after the mounts above it).
     Exists(CString),
+    /// Attach the `tree`th tree the step opened before it entered its
+    /// template (see `Entry::start`) at `dst`.
+    Attach {
+        tree: usize,
+        dst: CString,
+    },
 }
 
 impl Op {
@@ -171,7 +177,7 @@ impl Op {
         match self {
             Op::Mkdir(p) | Op::Touch(p) | Op::Tmpfs(p, _) | Op::Proc(p) | Op::Exists(p) => p,
             Op::Symlink(_, link) => link,
-            Op::Bind { dst, .. } => dst,
+            Op::Bind { dst, .. } | Op::Attach { dst, .. } => dst,
         }
     }
 }
@@ -397,7 +403,7 @@ impl Sandbox {
         }
         // Only an unprivileged builder may share: root could write to the
         // template's file systems.
-        let shareable = self.mode == Mode::Root && super::template::allowed();
+        let shareable = self.mode == Mode::Root;
         (self.ops, self.shared) = ops.into_ops(shareable);
         if self.mode == Mode::Root {
             // /build is the builder's, but for the inputs' mount points.
@@ -542,10 +548,11 @@ impl Entry {
     /// What a template would hold for this step: the mounts it shares with
     /// every step of its toolchains and builder. None where it makes its whole
     /// root itself.
-    pub(super) fn template_ops(&self) -> Option<&[Op]> {
-        let copies =
-            self.become_builder && self.root.is_some() && self.flags & libc::CLONE_NEWNS != 0;
-        (copies && self.shared > 0).then(|| &self.ops[..self.shared.min(self.ops.len())])
+    /// And the root they are mounted on.
+    pub(super) fn template_ops(&self) -> Option<(&[Op], &CStr)> {
+        let root = self.root.as_deref()?;
+        let copies = self.become_builder && self.flags & libc::CLONE_NEWNS != 0;
+        (copies && self.shared > 0).then(|| (&self.ops[..self.shared.min(self.ops.len())], root))
     }
 
     /// Whether the step's network namespace may serve the next step once it
@@ -619,15 +626,17 @@ impl Entry {
             Some(_) => flags & !libc::CLONE_NEWNET,
             None => flags,
         };
-        // From a template, the step's mount namespace is a copy of it, with
-        // only the step's own mounts still to make.
-        let (flags, own_ops) = match &template {
-            Some(_) => (
-                flags & !libc::CLONE_NEWNS,
-                ops.get(shared..).unwrap_or(&ops[..]),
-            ),
-            None => (flags, &ops[..]),
+        // From a template (pivoted into the root already), the step's mount
+        // namespace is a copy of it, with only the step's own mounts to make;
+        // what they bind is opened before it leaves this namespace.
+        let (flags, inside, trees) = match (&template, &root) {
+            (Some(_), Some(root)) => {
+                let (inside, trees) = inside_root(ops.get(shared..).unwrap_or(&[]), root)?;
+                (flags & !libc::CLONE_NEWNS, inside, trees)
+            }
+            _ => (flags, Vec::new(), Vec::new()),
         };
+        let mut opened: Vec<libc::c_int> = vec![-1; trees.len()];
         let own_proc = Op::Proc(cstr("/proc")?);
         let own_run = Op::Tmpfs(cstr("/run")?, cstr("mode=0755")?);
         let mut exec = Exec::new(program, args, env)?;
@@ -662,18 +671,27 @@ impl Entry {
                 libc::setsid();
                 libc::sethostname(hostname.as_ptr().cast(), hostname.len());
                 libc::setdomainname(domainname.as_ptr().cast(), domainname.len());
-                match &template {
-                    // Its mounts are private already.
-                    Some(ns) => {
+                loopback_up();
+                match (&template, &root) {
+                    // Its mounts are private already, its root the step's.
+                    (Some(ns), Some(_)) => {
+                        for (tree, fd) in trees.iter().zip(opened.iter_mut()) {
+                            *fd = open_tree(tree)?;
+                        }
                         check(libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS))?;
                         check(libc::unshare(libc::CLONE_NEWNS))?;
+                        for op in &inside {
+                            match op {
+                                Op::Attach { tree, dst } => {
+                                    attach(opened.get(*tree).copied().unwrap_or(-1), dst)?
+                                }
+                                op => run_op(op)?,
+                            }
+                        }
                     }
-                    None => make_private()?,
-                }
-                loopback_up();
-                match &root {
-                    Some(root) => {
-                        for op in own_ops {
+                    (None, Some(root)) => {
+                        make_private()?;
+                        for op in &ops {
                             run_op(op)?;
                         }
                         check(libc::chdir(root.as_ptr()))?;
@@ -683,7 +701,8 @@ impl Entry {
                         )?;
                         check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
                     }
-                    None => {
+                    (_, None) => {
+                        make_private()?;
                         for op in &privileged_binds {
                             run_op(op)?;
                         }
@@ -828,7 +847,115 @@ pub(super) unsafe fn run_op(op: &Op) -> io::Result<()> {
             libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
             std::ptr::null(),
         )),
+        Op::Attach { .. } => Err(io::Error::from_raw_os_error(libc::EINVAL)),
     }
+}
+
+/// What a step binds inside its template's root: a copy of `src` and the
+/// mounts under it, as they are on its start.
+struct Tree {
+    src: CString,
+    read_only: bool,
+}
+
+/// A step's own ops as it makes them inside its template's root: their
+/// paths without the root's, and each bind as a tree it opens, then attaches.
+fn inside_root(ops: &[Op], root: &CStr) -> Result<(Vec<Op>, Vec<Tree>), ExecError> {
+    let root = Path::new(std::ffi::OsStr::from_bytes(root.to_bytes()));
+    let inside = |p: &CString| {
+        let path = Path::new(std::ffi::OsStr::from_bytes(p.as_bytes()));
+        cpath(&Path::new("/").join(path.strip_prefix(root).unwrap_or(path)))
+    };
+    let mut trees = Vec::new();
+    let mut moved = Vec::with_capacity(ops.len());
+    for op in ops {
+        moved.push(match op {
+            Op::Mkdir(p) => Op::Mkdir(inside(p)?),
+            Op::Touch(p) => Op::Touch(inside(p)?),
+            Op::Exists(p) => Op::Exists(inside(p)?),
+            Op::Proc(p) => Op::Proc(inside(p)?),
+            Op::Tmpfs(p, data) => Op::Tmpfs(inside(p)?, data.clone()),
+            Op::Symlink(target, link) => Op::Symlink(target.clone(), inside(link)?),
+            Op::Bind {
+                src,
+                dst,
+                read_only,
+            } => {
+                trees.push(Tree {
+                    src: src.clone(),
+                    read_only: *read_only,
+                });
+                Op::Attach {
+                    tree: trees.len() - 1,
+                    dst: inside(dst)?,
+                }
+            }
+            Op::Attach { tree, dst } => Op::Attach {
+                tree: *tree,
+                dst: dst.clone(),
+            },
+        });
+    }
+    Ok((moved, trees))
+}
+
+/// A detached copy of the tree's mounts (`open_tree`), made read-only and
+/// without setuid if asked; its descriptor.
+unsafe fn open_tree(tree: &Tree) -> io::Result<libc::c_int> {
+    let flags =
+        libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as libc::c_uint;
+    let fd = libc::syscall(
+        libc::SYS_open_tree,
+        libc::AT_FDCWD,
+        tree.src.as_ptr(),
+        flags,
+    ) as libc::c_int;
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if tree.read_only {
+        let attr = libc::mount_attr {
+            attr_set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        check(libc::syscall(
+            libc::SYS_mount_setattr,
+            fd,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        ) as libc::c_int)?;
+    }
+    Ok(fd)
+}
+
+/// Whether this kernel opens, changes and attaches trees (Linux 5.12 and
+/// later), which a step copied from a template needs.
+pub(super) fn trees_attach() -> bool {
+    static PROBED: OnceLock<bool> = OnceLock::new();
+    *PROBED.get_or_init(|| {
+        let tree = Tree {
+            src: c"/".to_owned(),
+            read_only: true,
+        };
+        // SAFETY: the descriptor is this function's, closed here.
+        unsafe { open_tree(&tree).map(|fd| libc::close(fd)).is_ok() }
+    })
+}
+
+/// Attaches a tree from [`open_tree`] at `dst`.
+unsafe fn attach(tree: libc::c_int, dst: &CStr) -> io::Result<()> {
+    check(libc::syscall(
+        libc::SYS_move_mount,
+        tree,
+        c"".as_ptr(),
+        libc::AT_FDCWD,
+        dst.as_ptr(),
+        libc::MOVE_MOUNT_F_EMPTY_PATH,
+    ) as libc::c_int)
 }
 
 /// Sets the calling process's OOM score adjustment; a failure leaves the one

@@ -4,40 +4,27 @@
 //! A confined step's root is some 25 mounts, and all but its own (`/tmp`,
 //! `/dev/shm`, `/proc`, `/build` and the inputs) are the same for every step
 //! with the same toolchains and builder. A launcher mounts those once, in a
-//! mount namespace a thread of its makes and leaves (kept by its descriptor);
-//! each step's PID 1 copies it (`setns`, then `unshare`) and adds its own:
+//! mount namespace a thread of its makes, pivots into the root and leaves
+//! (kept by its descriptor), so that it holds the root's mounts alone, none
+//! of the host's others. Each step's PID 1 opens what it binds (`open_tree`:
+//! its `/build` and inputs as the host has them at that moment, a disorderfs
+//! mount of `bake check` included), copies the template (`setns`, then
+//! `unshare`) and attaches them and its own `/tmp`, `/dev/shm` and `/proc`:
 //! copying a mount costs less than making it (a bind and its read-only
-//! remount, a tmpfs). What the steps share is root's and read-only, or a
-//! tmpfs root owns, so no step can leave anything there for the next; a step
-//! whose builder is root shares nothing (see `Sandbox::confine`).
+//! remount, a tmpfs), and the step needs no `pivot_root`. What the steps
+//! share is root's and read-only, or a tmpfs root owns, so no step can leave
+//! anything there for the next; a step whose builder is root shares nothing
+//! (see `Sandbox::confine`).
 //!
 //! A template that cannot be made costs nothing but the attempt: its steps
-//! make their whole root themselves, and tell what fails.
-//!
-//! A template is a copy of the host's mounts of its moment, kept while the
-//! lane lives: a mount made on the host later is not in it, and one unmounted
-//! there later stays alive in it (a FUSE daemon would wait for it). So a
-//! process that mounts while steps run (`bake check` serving a source tree
-//! by disorderfs) turns them off first, see [`forbid`].
+//! make their whole root themselves, and tell what fails. So do all steps on
+//! a kernel without `open_tree` and `mount_setattr` (before Linux 5.12).
 
+use std::ffi::CStr;
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::sandbox::{make_private, run_op, Entry, Op};
-
-static FORBIDDEN: AtomicBool = AtomicBool::new(false);
-
-/// No step started from now on in this process shares a template: for a
-/// process about to mount on the host while steps run.
-pub fn forbid() {
-    FORBIDDEN.store(true, Ordering::Relaxed);
-}
-
-/// Whether the steps made from now on may share a template.
-pub(super) fn allowed() -> bool {
-    !FORBIDDEN.load(Ordering::Relaxed)
-}
+use super::sandbox::{make_private, run_op, trees_attach, Entry, Op};
 
 /// How many templates a launcher keeps, for steps of different toolchains or
 /// builders taking turns on its lane.
@@ -59,13 +46,13 @@ impl Templates {
     /// Gives the step the template of its shared mounts, made now if this
     /// launcher has none yet.
     pub fn lend(&mut self, entry: &mut Entry) {
-        let Some(ops) = entry.template_ops() else {
+        let Some((ops, root)) = entry.template_ops().filter(|_| trees_attach()) else {
             return;
         };
         let template = match self.held.iter().position(|t| t.ops == ops) {
             Some(i) => self.held.remove(i),
             None => Template {
-                ns: make(ops),
+                ns: make(ops, root),
                 ops: ops.to_vec(),
             },
         };
@@ -77,8 +64,9 @@ impl Templates {
     }
 }
 
-/// A mount namespace with `ops` done in it, made by a thread that leaves it.
-fn make(ops: &[Op]) -> Option<OwnedFd> {
+/// A mount namespace with `ops` done in it and `root` its root, made by a
+/// thread that leaves it.
+fn make(ops: &[Op], root: &CStr) -> Option<OwnedFd> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
@@ -97,9 +85,16 @@ fn make(ops: &[Op]) -> Option<OwnedFd> {
                         run_op(op).ok()?;
                     }
                 }
-                File::open("/proc/thread-self/ns/mnt")
-                    .ok()
-                    .map(OwnedFd::from)
+                // Opened before the pivot: the root has no /proc.
+                let ns = File::open("/proc/thread-self/ns/mnt").ok()?;
+                // SAFETY: as above, this thread's alone; the host's mounts
+                // are detached from the template here.
+                unsafe {
+                    let pivoted = libc::chdir(root.as_ptr()) == 0
+                        && libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) == 0
+                        && libc::umount2(c".".as_ptr(), libc::MNT_DETACH) == 0;
+                    pivoted.then(|| OwnedFd::from(ns))
+                }
             })
             .join()
             .ok()
