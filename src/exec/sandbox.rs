@@ -163,12 +163,6 @@ pub(super) enum Op {
     Proc(CString),
     /// Fails unless the path exists (after the mounts above it).
     Exists(CString),
-    /// Attach the `tree`th tree the step opened before it entered its
-    /// template (see `Entry::start`) at `dst`.
-    Attach {
-        tree: usize,
-        dst: CString,
-    },
 }
 
 impl Op {
@@ -177,7 +171,7 @@ impl Op {
         match self {
             Op::Mkdir(p) | Op::Touch(p) | Op::Tmpfs(p, _) | Op::Proc(p) | Op::Exists(p) => p,
             Op::Symlink(_, link) => link,
-            Op::Bind { dst, .. } | Op::Attach { dst, .. } => dst,
+            Op::Bind { dst, .. } => dst,
         }
     }
 }
@@ -546,9 +540,8 @@ impl Entry {
     }
 
     /// What a template would hold for this step: the mounts it shares with
-    /// every step of its toolchains and builder. None where it makes its whole
-    /// root itself.
-    /// And the root they are mounted on.
+    /// every step of its toolchains and builder, and the root they are
+    /// mounted on. None where it makes its whole root itself.
     pub(super) fn template_ops(&self) -> Option<(&[Op], &CStr)> {
         let root = self.root.as_deref()?;
         let copies = self.become_builder && self.flags & libc::CLONE_NEWNS != 0;
@@ -680,12 +673,12 @@ impl Entry {
                         }
                         check(libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS))?;
                         check(libc::unshare(libc::CLONE_NEWNS))?;
-                        for op in &inside {
-                            match op {
-                                Op::Attach { tree, dst } => {
+                        for step in &inside {
+                            match step {
+                                Inside::Do(op) => run_op(op)?,
+                                Inside::Attach { tree, dst } => {
                                     attach(opened.get(*tree).copied().unwrap_or(-1), dst)?
                                 }
-                                op => run_op(op)?,
                             }
                         }
                     }
@@ -694,12 +687,7 @@ impl Entry {
                         for op in &ops {
                             run_op(op)?;
                         }
-                        check(libc::chdir(root.as_ptr()))?;
-                        check(
-                            libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr())
-                                as i32,
-                        )?;
-                        check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
+                        pivot_into(root)?;
                     }
                     (_, None) => {
                         make_private()?;
@@ -760,6 +748,13 @@ pub(super) unsafe fn make_private() -> io::Result<()> {
         libc::MS_REC | libc::MS_PRIVATE,
         std::ptr::null(),
     ))
+}
+
+/// Makes `root` this process's mount namespace's root, the rest detached.
+pub(super) unsafe fn pivot_into(root: &CStr) -> io::Result<()> {
+    check(libc::chdir(root.as_ptr()))?;
+    check(libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as i32)?;
+    check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))
 }
 
 pub(super) unsafe fn run_op(op: &Op) -> io::Result<()> {
@@ -847,7 +842,6 @@ pub(super) unsafe fn run_op(op: &Op) -> io::Result<()> {
             libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
             std::ptr::null(),
         )),
-        Op::Attach { .. } => Err(io::Error::from_raw_os_error(libc::EINVAL)),
     }
 }
 
@@ -858,9 +852,19 @@ struct Tree {
     read_only: bool,
 }
 
+/// One thing a step copied from a template does inside its root.
+enum Inside {
+    Do(Op),
+    /// Attach the `tree`th tree it opened before it entered the template.
+    Attach {
+        tree: usize,
+        dst: CString,
+    },
+}
+
 /// A step's own ops as it makes them inside its template's root: their
 /// paths without the root's, and each bind as a tree it opens, then attaches.
-fn inside_root(ops: &[Op], root: &CStr) -> Result<(Vec<Op>, Vec<Tree>), ExecError> {
+fn inside_root(ops: &[Op], root: &CStr) -> Result<(Vec<Inside>, Vec<Tree>), ExecError> {
     let root = Path::new(std::ffi::OsStr::from_bytes(root.to_bytes()));
     let inside = |p: &CString| {
         let path = Path::new(std::ffi::OsStr::from_bytes(p.as_bytes()));
@@ -870,12 +874,12 @@ fn inside_root(ops: &[Op], root: &CStr) -> Result<(Vec<Op>, Vec<Tree>), ExecErro
     let mut moved = Vec::with_capacity(ops.len());
     for op in ops {
         moved.push(match op {
-            Op::Mkdir(p) => Op::Mkdir(inside(p)?),
-            Op::Touch(p) => Op::Touch(inside(p)?),
-            Op::Exists(p) => Op::Exists(inside(p)?),
-            Op::Proc(p) => Op::Proc(inside(p)?),
-            Op::Tmpfs(p, data) => Op::Tmpfs(inside(p)?, data.clone()),
-            Op::Symlink(target, link) => Op::Symlink(target.clone(), inside(link)?),
+            Op::Mkdir(p) => Inside::Do(Op::Mkdir(inside(p)?)),
+            Op::Touch(p) => Inside::Do(Op::Touch(inside(p)?)),
+            Op::Exists(p) => Inside::Do(Op::Exists(inside(p)?)),
+            Op::Proc(p) => Inside::Do(Op::Proc(inside(p)?)),
+            Op::Tmpfs(p, data) => Inside::Do(Op::Tmpfs(inside(p)?, data.clone())),
+            Op::Symlink(target, link) => Inside::Do(Op::Symlink(target.clone(), inside(link)?)),
             Op::Bind {
                 src,
                 dst,
@@ -885,15 +889,11 @@ fn inside_root(ops: &[Op], root: &CStr) -> Result<(Vec<Op>, Vec<Tree>), ExecErro
                     src: src.clone(),
                     read_only: *read_only,
                 });
-                Op::Attach {
+                Inside::Attach {
                     tree: trees.len() - 1,
                     dst: inside(dst)?,
                 }
             }
-            Op::Attach { tree, dst } => Op::Attach {
-                tree: *tree,
-                dst: dst.clone(),
-            },
         });
     }
     Ok((moved, trees))

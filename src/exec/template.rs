@@ -24,7 +24,7 @@ use std::ffi::CStr;
 use std::fs::File;
 use std::os::fd::OwnedFd;
 
-use super::sandbox::{make_private, run_op, trees_attach, Entry, Op};
+use super::sandbox::{make_private, pivot_into, run_op, trees_attach, Entry, Op};
 
 /// How many templates a launcher keeps, for steps of different toolchains or
 /// builders taking turns on its lane.
@@ -89,12 +89,7 @@ fn make(ops: &[Op], root: &CStr) -> Option<OwnedFd> {
                 let ns = File::open("/proc/thread-self/ns/mnt").ok()?;
                 // SAFETY: as above, this thread's alone; the host's mounts
                 // are detached from the template here.
-                unsafe {
-                    let pivoted = libc::chdir(root.as_ptr()) == 0
-                        && libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) == 0
-                        && libc::umount2(c".".as_ptr(), libc::MNT_DETACH) == 0;
-                    pivoted.then(|| OwnedFd::from(ns))
-                }
+                unsafe { pivot_into(root).ok().map(|()| OwnedFd::from(ns)) }
             })
             .join()
             .ok()
