@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{outcome, Project};
+use common::{loop_locked, outcome, Project};
 use sha2::Digest as _;
 
 /// A program built from a source tarball (file://, with its version and
@@ -604,7 +604,7 @@ fn ddi_images_carry_verity_that_catches_one_flipped_byte() {
     let installed = p.path("app.raw");
     fs::copy(&image, &installed).unwrap();
     let (ok, text) = outcome(
-        Command::new("systemd-dissect")
+        loop_locked("systemd-dissect")
             .args(["--json=short"])
             .arg(&installed),
     );
@@ -776,7 +776,7 @@ fn a_verity_key_adds_the_signature_partition() {
             .unwrap();
     assert_eq!(st["subject"][0]["digest"]["sha256"], sha.as_str());
     let (ok, text) = outcome(
-        Command::new("systemd-dissect")
+        loop_locked("systemd-dissect")
             .args(["--json=short"])
             .arg(&image),
     );

@@ -216,7 +216,7 @@ pub fn merge_and_run(image: &Path, name: &str, work: &Path, bin: &str) -> (Strin
         r = root.display(),
         exe = bin.split_whitespace().next().unwrap_or(bin),
     );
-    let out = Command::new("timeout")
+    let out = loop_locked("timeout")
         .args([
             "60",
             "unshare",
@@ -232,6 +232,15 @@ pub fn merge_and_run(image: &Path, name: &str, work: &Path, bin: &str) -> (Strin
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let last = text.lines().last().unwrap_or("").trim().to_string();
     (last, text)
+}
+
+/// `program`, run holding the host's loop devices: the lock that
+/// `recipes/tests/systemd-host/host-test.sh` holds while a container's
+/// systemd-sysext takes or gives back one, so the two never race for a free one.
+pub fn loop_locked(program: &str) -> Command {
+    let mut cmd = Command::new("flock");
+    cmd.args(["-w", "300", "/run/lock/bake-loop-devices.lock", program]);
+    cmd
 }
 
 /// A program of the project's `.venv` (check-jsonschema, pyspdxtools; ./setup installs them).

@@ -15,6 +15,16 @@
 # /dev/loop-control and the free loop device nodes. systemd-sysext removes the loop
 # device it used when it lets go of it (LOOP_CTL_REMOVE), so the harness puts back
 # every host loop device that went missing once the container is gone.
+# Loop devices are one pool for the whole host: a container whose free device is
+# taken by another container or host process between LOOP_CTL_GET_FREE and its
+# attach fails its merge ("Failed to read metadata for image keepalived: Device or
+# resource busy"), and one whose device is freed by another while it boots may
+# be handed a device it has no node for. So whatever attaches, detaches, adds or
+# removes loop devices here holds /run/lock/bake-loop-devices.lock (flock): a boot
+# from choosing the free devices until it, and with it the merge, is done; an
+# unmerge; a shutdown with the clean-up of its devices. Other users of loop
+# devices take it too (`flock /run/lock/bake-loop-devices.lock CMD`), as bake's
+# own tests do around systemd-sysext and systemd-dissect.
 #
 # Assertions, each with a bounded wait; every one prints PASS or FAIL:
 #   boot; extension merged at boot; keepalived active within 10 s; stays up without
@@ -41,6 +51,8 @@ root=$work/root
 VIP=10.200.0.100 VIP2=10.200.0.101
 pass=0 fail=0
 nspawn_pid= leader= name= http_pid= loops_before=
+loop_lock=/run/lock/bake-loop-devices.lock
+mkdir -p /run/lock && exec 9>>"$loop_lock" || { echo "$0: cannot open $loop_lock" >&2; exit 2; }
 
 now() { date +%s.%N; }
 since() { python3 -c "import sys; print(f'{float(sys.argv[2])-float(sys.argv[1]):.2f}')" "$1" "$(now)"; }
@@ -108,8 +120,22 @@ unmake_loops() { # removes the free loop devices this script made: the host ends
     [ -n "$extra" ] && loop_ctl remove $extra
 }
 
+# lock_loops WHAT: takes the host's loop devices (bounded wait); unlock_loops gives them back.
+lock_loops() {
+    local t0 w; t0=$(now)
+    if ! flock -w 300 9; then
+        bad "$1: $loop_lock still held after 300 s by another user of loop devices"
+        return 1
+    fi
+    w=$(since "$t0")
+    [ "$w" = 0.00 ] || info "$1: waited $w s for $loop_lock"
+}
+unlock_loops() { flock -u 9; }
+
 stop_container() {
     [ -n "$http_pid" ] && { kill "$http_pid" 2>/dev/null; wait "$http_pid" 2>/dev/null; http_pid=; }
+    # Clean up even when the lock cannot be had: a FAIL is recorded then.
+    [ -n "$nspawn_pid" ] && lock_loops "stopping $name"
     if alive "$nspawn_pid"; then
         alive "$leader" && c systemctl poweroff >/dev/null 2>&1
         wait_for 30 gone "$nspawn_pid" || { kill -KILL "$nspawn_pid" 2>/dev/null; wait_for 10 gone "$nspawn_pid"; }
@@ -120,6 +146,7 @@ stop_container() {
     for l in $(losetup -a | grep "$work/" | cut -d: -f1); do losetup -d "$l" 2>/dev/null; done
     restore_loops
     rm -rf "/run/systemd/nspawn/propagate/$name" "/run/systemd/nspawn/unix-export/$name" 2>/dev/null
+    [ -n "$nspawn_pid" ] && unlock_loops
     nspawn_pid= leader=
 }
 
@@ -127,8 +154,10 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     stop_container
+    lock_loops cleanup
     loops_before=$loops_at_start restore_loops
     unmake_loops
+    unlock_loops
     local left=
     grep -q " $work/" /proc/mounts && left="$left mounts"
     losetup -a | grep -q "$work/" && left="$left loop-devices"
@@ -145,6 +174,7 @@ boot() {
     local upper=$2 binds=--bind=/dev/loop-control n last
     local d=$work/$name
     mkdir -p "$d/ovl" "$d/merged" "$upper"
+    lock_loops "$name" || return 1
     # At least two free loop devices, each node given to the container.
     if [ "$(free_loops | wc -l)" -lt 2 ]; then
         last=$(loop_nodes | tail -n 1)
@@ -164,7 +194,7 @@ exec systemd-nspawn -D $d/merged --boot --register=no --keep-unit --private-netw
     --console=read-only --machine=$name $binds
 LAUNCH
     local t0; t0=$(now)
-    setsid unshare -m --propagation private sh "$d/launch.sh" > "$d/console.log" 2>&1 < /dev/null &
+    setsid unshare -m --propagation private sh "$d/launch.sh" > "$d/console.log" 2>&1 < /dev/null 9>&- &
     nspawn_pid=$!
     find_leader() {
         local p
@@ -174,10 +204,15 @@ LAUNCH
         done
         return 1
     }
-    wait_for 20 find_leader || { bad "$name: no container PID 1 after 20 s"; tail -n 20 "$d/console.log"; return 1; }
+    if ! wait_for 20 find_leader; then
+        unlock_loops
+        bad "$name: no container PID 1 after 20 s"; tail -n 20 "$d/console.log"; return 1
+    fi
     find_leader
     booted() { case "$(c systemctl is-system-running 2>/dev/null)" in running|degraded) return 0;; esac; return 1; }
-    if wait_for 60 booted; then
+    wait_for 60 booted; local up=$?
+    unlock_loops
+    if [ $up = 0 ]; then
         ok "$name: booted, $(c systemctl is-system-running) after $(since "$t0") s ($(c systemctl --version | head -n 1))"
     else
         bad "$name: not running 60 s after the start ($(c systemctl is-system-running 2>&1))"
@@ -327,7 +362,9 @@ else
     bad "systemd-analyze verify (exit $rc): $out"
 fi
 # While merged, Upholds= restarts a stopped keepalived: unmerge, reload, stop.
+lock_loops unmerge
 c systemd-sysext unmerge >/dev/null 2>&1 || bad "systemd-sysext unmerge failed"
+unlock_loops
 c systemctl daemon-reload
 c systemctl stop keepalived.service 2>/dev/null
 wait_for 10 sh -c "[ -z \"\$(nsenter -t $leader -a /bin/sh -c 'for p in /proc/[0-9]*; do [ \"\$(cat \$p/comm 2>/dev/null)\" = keepalived ] && echo \$p; done')\" ]"
