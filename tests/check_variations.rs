@@ -4,6 +4,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use common::*;
@@ -268,4 +269,74 @@ sysext "app" {
     assert_eq!(instance(&json, "sysext:app")["result"], "same");
     assert_eq!(instance(&json, "tree")["result"], "same");
     assert_eq!(json["total"], 2);
+}
+
+/// The mount points below `dir`, from this process's mount table.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = fs::canonicalize(dir).unwrap();
+    fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|m| Path::new(m).starts_with(&dir))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Detaches what a failed test left mounted, so that its directory goes.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        for m in mounts_under(&self.0) {
+            let _ = std::process::Command::new("umount")
+                .args(["-l", &m])
+                .status();
+        }
+    }
+}
+
+#[test]
+fn a_check_killed_with_its_disorderfs_leaves_a_store_the_next_bake_opens() {
+    let p = project();
+    let recipe = fs::read_to_string(p.path("r.kdl")).unwrap()
+        + r#"
+build "stuck" {
+    source "pkg"
+    script "if grep -q disorderfs /proc/self/mountinfo; then sleep 60; fi; ls > $out/listing"
+}
+"#;
+    p.write("r.kdl", &recipe);
+    let _unmount = Unmount(p.store());
+    // Its own process group, so that the kill takes disorderfs with it, as a
+    // CI runner's timeout or a closed session does: nothing unmounts.
+    let mut child = p
+        .bake_cmd(&["check", "r.kdl", "stuck", "--variations", "dirorder"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let store = p.store();
+    let mounted = wait_for(60, || {
+        store.join("tmp").is_dir() && !mounts_under(&store).is_empty()
+    });
+    // SAFETY: killpg with the child's own group.
+    unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    assert!(mounted, "the rebuild never mounted its disorderfs");
+    let left = mounts_under(&store);
+    assert!(!left.is_empty(), "the kill was meant to leave the mount");
+    assert!(
+        fs::read_dir(&left[0]).is_err(),
+        "a dead FUSE mount fails every look"
+    );
+    let (code, json) = p.build("r.kdl", &["steady"]);
+    assert_eq!(code, 0, "the store opens and builds: {json}");
+    assert_eq!(mounts_under(&store), Vec::<String>::new());
+    assert_eq!(
+        fs::read_dir(store.join("tmp")).unwrap().count(),
+        0,
+        "the killed check's scratch is gone"
+    );
 }

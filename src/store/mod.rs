@@ -257,6 +257,7 @@ impl Store {
                 let scratch = scratch?;
                 let s = scratch.file_name().to_string_lossy().into_owned();
                 if s.starts_with(&format!("{token}.")) && !s.ends_with(".lock") {
+                    tree::detach_mounts(&scratch.path())?;
                     remove_tree(&scratch.path())?;
                 }
             }

@@ -5,8 +5,9 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::hash::{Digest, OutputHash};
 
@@ -144,6 +145,65 @@ pub fn remove_tree(root: &Path) -> io::Result<()> {
     fs::remove_dir_all(root)
 }
 
+/// Detaches every mount at or below `root` (deepest first), as a killed bake
+/// leaves them (`bake check`'s disorderfs, its daemon killed with it): a dead
+/// FUSE mount fails every look at its directory, so the tree could not be
+/// removed. Says how many it detached.
+pub fn detach_mounts(root: &Path) -> io::Result<usize> {
+    let root = fs::canonicalize(root)?;
+    let mut points: Vec<PathBuf> = fs::read_to_string("/proc/self/mountinfo")?
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|point| PathBuf::from(unescape_mount_point(point)))
+        .filter(|point| point.starts_with(&root))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.dedup();
+    for point in &points {
+        let c = std::ffi::CString::new(point.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: umount2 takes a NUL-terminated path.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+            let e = io::Error::last_os_error();
+            // Detached already with the mount above it.
+            if e.raw_os_error() != Some(libc::EINVAL) && e.kind() != io::ErrorKind::NotFound {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{} is still mounted ({e}); unmount it: umount -l {0}",
+                        point.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(points.len())
+}
+
+/// A mount point as mountinfo writes it: space, tab, newline and backslash as
+/// three octal digits after a backslash.
+fn unescape_mount_point(field: &str) -> std::ffi::OsString {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match octal {
+            Some(d) => {
+                out.push(d.iter().fold(0u8, |n, b| n.wrapping_mul(8) + (b - b'0')));
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    std::ffi::OsString::from_vec(out)
+}
+
 /// Total size of the files in a tree, for reports.
 pub fn tree_size(root: &Path) -> u64 {
     let Ok(meta) = fs::symlink_metadata(root) else {
@@ -227,5 +287,13 @@ mod tests {
         assert_eq!(mode, 0o555);
         remove_tree(t.path()).unwrap();
         assert!(!t.path().exists());
+    }
+
+    #[test]
+    fn mount_points_are_unescaped_as_mountinfo_escapes_them() {
+        assert_eq!(unescape_mount_point(r"/a\040b\011c\134d"), "/a b\tc\\d");
+        assert_eq!(unescape_mount_point(r"/plain/path"), "/plain/path");
+        assert_eq!(unescape_mount_point(r"/odd\04"), r"/odd\04");
+        assert_eq!(unescape_mount_point(r"/no\999"), r"/no\999");
     }
 }
