@@ -128,7 +128,7 @@ lock_loops() {
         return 1
     fi
     w=$(since "$t0")
-    [ "$w" = 0.00 ] || info "$1: waited $w s for $loop_lock"
+    case $w in 0.0*) ;; *) info "$1: waited $w s for $loop_lock" ;; esac
 }
 unlock_loops() { flock -u 9; }
 
