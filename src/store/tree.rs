@@ -148,9 +148,13 @@ pub fn remove_tree(root: &Path) -> io::Result<()> {
 /// Detaches every mount at or below `root` (deepest first), as a killed bake
 /// leaves them (`bake check`'s disorderfs, its daemon killed with it): a dead
 /// FUSE mount fails every look at its directory, so the tree could not be
-/// removed. Says how many it detached.
-pub fn detach_mounts(root: &Path) -> io::Result<usize> {
-    let root = fs::canonicalize(root)?;
+/// removed.
+pub fn detach_mounts(root: &Path) -> io::Result<()> {
+    // `root` itself may be the dead mount, which canonicalize could not look at.
+    let root = match (root.parent(), root.file_name()) {
+        (Some(parent), Some(name)) => fs::canonicalize(parent)?.join(name),
+        _ => fs::canonicalize(root)?,
+    };
     let mut points: Vec<PathBuf> = fs::read_to_string("/proc/self/mountinfo")?
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
@@ -177,7 +181,7 @@ pub fn detach_mounts(root: &Path) -> io::Result<usize> {
             }
         }
     }
-    Ok(points.len())
+    Ok(())
 }
 
 /// A mount point as mountinfo writes it: space, tab, newline and backslash as
