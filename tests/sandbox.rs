@@ -214,6 +214,12 @@ fn a_privileged_step_is_declared_shown_and_still_contained() {
     let marker = unique("privileged");
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     tcp.set_nonblocking(true).unwrap();
+    // Its own /run, but the host's /run/lock, where the host's locks are.
+    let host_run = Path::new("/run").join(&marker);
+    let host_lock = Path::new("/run/lock").join(&marker);
+    fs::create_dir_all("/run/lock").unwrap();
+    fs::write(&host_run, "").unwrap();
+    fs::write(&host_lock, "").unwrap();
     p.write(
         "r.kdl",
         &format!(
@@ -223,6 +229,8 @@ build "netns" {{
     script #"""
         ip netns add bake-test-$$ && ip netns del bake-test-$$ && echo yes > $out/netns
         test -e /root && echo yes > $out/host-fs
+        test -e /run/{marker} && echo host > $out/run || echo own > $out/run
+        test -e /run/lock/{marker} && echo host > $out/lock || echo own > $out/lock
         sh -c 'sleep 1000; :' {marker} &
         python3 -c 'import socket; socket.create_connection(("127.0.0.1", {port}), 2)' 2>/dev/null \
             && echo ESCAPED > $out/tcp || echo blocked > $out/tcp
@@ -237,6 +245,8 @@ build "netns" {{
     let json = json_of(&p.bake(&["eval", "r.kdl", "--json"]));
     assert_eq!(json["derivations"][0]["privileged"], true);
     let out = p.bake(&["build", "r.kdl", "--json"]);
+    let _ = fs::remove_file(&host_run);
+    let _ = fs::remove_file(&host_lock);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("note: privileged steps"), "{err}");
     let json = json_of(&out);
@@ -244,6 +254,8 @@ build "netns" {{
     let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap_or_default();
     assert_eq!(read("netns"), "yes\n", "{err}");
     assert_eq!(read("host-fs"), "yes\n");
+    assert_eq!(read("run"), "own\n", "a /run of its own");
+    assert_eq!(read("lock"), "host\n", "the host's /run/lock");
     assert_eq!(read("tcp"), "blocked\n", "still only loopback of its own");
     assert!(wait_for(5, || processes_with(&marker).is_empty()));
 }

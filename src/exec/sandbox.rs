@@ -43,6 +43,10 @@ const HOST_ENTRIES: &[&str] = &[
     "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc",
 ];
 
+/// The host's lock files, which a privileged step shares (FHS: locks on
+/// devices and other resources shared between programs).
+const HOST_LOCKS: &str = "/run/lock";
+
 /// Device nodes a confined step gets.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
@@ -482,6 +486,7 @@ impl Sandbox {
             shared: self.shared,
             template: None,
             privileged_binds,
+            host_locks: !confined && Path::new(HOST_LOCKS).is_dir(),
             cwd: cpath(&Path::new(&self.build_dir()).join("src"))?,
             hostname: self.hostname.to_string(),
             domainname: self.domainname.to_string(),
@@ -513,6 +518,8 @@ pub struct Entry {
     #[serde(skip)]
     pub template: Option<OwnedFd>,
     privileged_binds: Vec<Op>,
+    /// A privileged step sees the host's `/run/lock` in its own `/run`.
+    host_locks: bool,
     cwd: CString,
     hostname: String,
     domainname: String,
@@ -577,6 +584,7 @@ impl Entry {
             shared,
             template,
             privileged_binds,
+            host_locks,
             cwd,
             hostname,
             domainname,
@@ -632,6 +640,16 @@ impl Entry {
         let mut opened: Vec<libc::c_int> = vec![-1; trees.len()];
         let own_proc = Op::Proc(cstr("/proc")?);
         let own_run = Op::Tmpfs(cstr("/run")?, cstr("mode=0755")?);
+        let host_locks = match host_locks {
+            true => Some((
+                Tree {
+                    src: cstr(HOST_LOCKS)?,
+                    read_only: false,
+                },
+                Op::Mkdir(cstr(HOST_LOCKS)?),
+            )),
+            false => None,
+        };
         let mut exec = Exec::new(program, args, env)?;
         let files = [
             cstr("/proc/self/setgroups")?,
@@ -696,9 +714,20 @@ impl Entry {
                         }
                         // Its own processes in /proc, not the host's; and its own /run,
                         // so what it leaves there (network namespaces, containers'
-                        // state) goes with it.
+                        // state) goes with it. But the host's /run/lock: the locks
+                        // on what the host has only one of (loop devices) are the
+                        // host's, so steps and the host's other users exclude each other.
                         run_op(&own_proc)?;
+                        let locks = match &host_locks {
+                            Some((tree, _)) => Some(open_tree(tree)?),
+                            None => None,
+                        };
                         run_op(&own_run)?;
+                        if let (Some(fd), Some((_, mkdir))) = (locks, &host_locks) {
+                            run_op(mkdir)?;
+                            attach(fd, mkdir.target())?;
+                            libc::close(fd);
+                        }
                     }
                 }
                 check(libc::chdir(cwd.as_ptr()))?;
