@@ -204,11 +204,17 @@ LAUNCH
         done
         return 1
     }
-    if ! wait_for 20 find_leader; then
+    started() { find_leader || gone "$nspawn_pid"; } # or systemd-nspawn gave up
+    wait_for 20 started
+    if ! find_leader; then
         unlock_loops
-        bad "$name: no container PID 1 after 20 s"; tail -n 20 "$d/console.log"; return 1
+        if gone "$nspawn_pid"; then
+            bad "$name: systemd-nspawn exited before the container's PID 1 started"
+        else
+            bad "$name: no container PID 1 after 20 s"
+        fi
+        tail -n 20 "$d/console.log"; return 1
     fi
-    find_leader
     booted() { case "$(c systemctl is-system-running 2>/dev/null)" in running|degraded) return 0;; esac; return 1; }
     wait_for 60 booted; local up=$?
     unlock_loops
