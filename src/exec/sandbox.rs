@@ -640,15 +640,14 @@ impl Entry {
         let mut opened: Vec<libc::c_int> = vec![-1; trees.len()];
         let own_proc = Op::Proc(cstr("/proc")?);
         let own_run = Op::Tmpfs(cstr("/run")?, cstr("mode=0755")?);
-        let host_locks = match host_locks {
-            true => Some((
-                Tree {
-                    src: cstr(HOST_LOCKS)?,
-                    read_only: false,
-                },
-                Op::Mkdir(cstr(HOST_LOCKS)?),
-            )),
-            false => None,
+        let host_locks = if host_locks {
+            let tree = Tree {
+                src: cstr(HOST_LOCKS)?,
+                read_only: false,
+            };
+            Some((tree, Op::Mkdir(cstr(HOST_LOCKS)?)))
+        } else {
+            None
         };
         let mut exec = Exec::new(program, args, env)?;
         let files = [
