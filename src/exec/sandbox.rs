@@ -486,7 +486,6 @@ impl Sandbox {
             shared: self.shared,
             template: None,
             privileged_binds,
-            host_locks: !confined && Path::new(HOST_LOCKS).is_dir(),
             cwd: cpath(&Path::new(&self.build_dir()).join("src"))?,
             hostname: self.hostname.to_string(),
             domainname: self.domainname.to_string(),
@@ -518,8 +517,6 @@ pub struct Entry {
     #[serde(skip)]
     pub template: Option<OwnedFd>,
     privileged_binds: Vec<Op>,
-    /// A privileged step sees the host's `/run/lock` in its own `/run`.
-    host_locks: bool,
     cwd: CString,
     hostname: String,
     domainname: String,
@@ -584,7 +581,6 @@ impl Entry {
             shared,
             template,
             privileged_binds,
-            host_locks,
             cwd,
             hostname,
             domainname,
@@ -640,7 +636,8 @@ impl Entry {
         let mut opened: Vec<libc::c_int> = vec![-1; trees.len()];
         let own_proc = Op::Proc(cstr("/proc")?);
         let own_run = Op::Tmpfs(cstr("/run")?, cstr("mode=0755")?);
-        let host_locks = if host_locks {
+        // A privileged step sees the host's /run/lock in its own /run.
+        let host_locks = if !confined && Path::new(HOST_LOCKS).is_dir() {
             let tree = Tree {
                 src: cstr(HOST_LOCKS)?,
                 read_only: false,
